@@ -1,0 +1,201 @@
+//! The persisted shapes. They are serialized as JSON; new fields must be `#[serde(default)]` so that
+//! objects written by an older version still load.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Kind, Object};
+
+/// Who logged in, as a connector reported it. Claims are derived from this.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Identity {
+    /// Stable id of the user at the connector (for static users: `User.metadata.name`).
+    pub user_id: String,
+    pub username: String,
+    #[serde(default)]
+    pub preferred_username: String,
+    pub email: String,
+    pub email_verified: bool,
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+/// An authorization request between `/auth` and the login that completes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthRequest {
+    pub id: String,
+    pub client_id: String,
+    pub redirect_uri: String,
+    pub scopes: Vec<String>,
+    pub state: String,
+    #[serde(default)]
+    pub nonce: Option<String>,
+    #[serde(default)]
+    pub code_challenge: Option<String>,
+    #[serde(default)]
+    pub code_challenge_method: Option<String>,
+    pub connector_id: String,
+    pub expires_at: i64,
+}
+
+impl Object for AuthRequest {
+    const KIND: Kind = Kind::AuthRequest;
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn expires_at(&self) -> Option<i64> {
+        Some(self.expires_at)
+    }
+}
+
+/// An issued authorization code. Kept after redemption (with `redeemed`) until it expires so that a
+/// replay can be detected and the tokens issued from it revoked (RFC 6749 §4.1.2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthCode {
+    pub id: String,
+    pub client_id: String,
+    pub redirect_uri: String,
+    pub scopes: Vec<String>,
+    #[serde(default)]
+    pub nonce: Option<String>,
+    #[serde(default)]
+    pub code_challenge: Option<String>,
+    #[serde(default)]
+    pub code_challenge_method: Option<String>,
+    pub connector_id: String,
+    pub identity: Identity,
+    pub auth_time: i64,
+    pub expires_at: i64,
+    #[serde(default)]
+    pub redeemed: bool,
+    /// The refresh token issued when the code was redeemed, if any.
+    #[serde(default)]
+    pub refresh_token_id: Option<String>,
+}
+
+impl Object for AuthCode {
+    const KIND: Kind = Kind::AuthCode;
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn expires_at(&self) -> Option<i64> {
+        Some(self.expires_at)
+    }
+}
+
+/// A refresh token family. `token` is the current secret, `obsolete_token` the previous one, still
+/// honoured within the reuse interval after `last_used` (Flant's "obsolete tokens").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefreshToken {
+    pub id: String,
+    pub token: String,
+    #[serde(default)]
+    pub obsolete_token: Option<String>,
+    pub client_id: String,
+    pub connector_id: String,
+    pub scopes: Vec<String>,
+    #[serde(default)]
+    pub nonce: Option<String>,
+    pub identity: Identity,
+    pub created_at: i64,
+    pub last_used: i64,
+    /// When garbage collection may delete it: the earliest of the idle and absolute expiries.
+    pub expires_at: i64,
+}
+
+impl Object for RefreshToken {
+    const KIND: Kind = Kind::RefreshToken;
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn owner(&self) -> Option<String> {
+        Some(refresh_owner(&self.connector_id, &self.identity.user_id))
+    }
+    fn expires_at(&self) -> Option<i64> {
+        Some(self.expires_at)
+    }
+}
+
+/// The owner key under which a user's refresh tokens are listed.
+pub fn refresh_owner(connector_id: &str, user_id: &str) -> String {
+    format!("{connector_id}/{user_id}")
+}
+
+/// One signing key, private part as base64 PKCS#8 DER.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredSigningKey {
+    pub kid: String,
+    pub alg: String,
+    pub private_pkcs8: String,
+    pub created_at: i64,
+}
+
+impl std::fmt::Debug for StoredSigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredSigningKey")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .field("private_pkcs8", &"<redacted>")
+            .field("created_at", &self.created_at)
+            .finish()
+    }
+}
+
+/// A retired key whose public half stays in JWKS until tokens it signed have expired.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerificationKey {
+    pub kid: String,
+    /// The public JWK, as served.
+    pub jwk: serde_json::Value,
+    pub expires_at: i64,
+}
+
+/// The key set shared by all replicas. There is exactly one, with id [`SigningKeys::ID`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SigningKeys {
+    pub id: String,
+    pub signing: StoredSigningKey,
+    #[serde(default)]
+    pub verification: Vec<VerificationKey>,
+    pub next_rotation: i64,
+}
+
+impl SigningKeys {
+    pub const ID: &'static str = "signing-keys";
+}
+
+impl Object for SigningKeys {
+    const KIND: Kind = Kind::SigningKeys;
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn expires_at(&self) -> Option<i64> {
+        None
+    }
+}
+
+/// A client secret generated by Keygate for a DexClient that declares none.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GeneratedClientSecret {
+    pub id: String,
+    pub secret: String,
+    pub created_at: i64,
+}
+
+impl std::fmt::Debug for GeneratedClientSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GeneratedClientSecret")
+            .field("id", &self.id)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
+}
+
+impl Object for GeneratedClientSecret {
+    const KIND: Kind = Kind::Client;
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn expires_at(&self) -> Option<i64> {
+        None
+    }
+}
