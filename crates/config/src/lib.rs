@@ -1,1 +1,19 @@
+//! Keygate's configuration: Deckhouse-compatible manifests (multi-document YAML, a file or a
+//! directory) turned into one validated runtime model. Every error names the file, the document and
+//! the field path.
 
+mod duration;
+mod error;
+mod groups;
+mod load;
+mod manifests;
+mod model;
+mod password;
+mod secret;
+
+pub use duration::parse_duration;
+pub use error::ConfigError;
+pub use load::load;
+pub use model::*;
+pub use password::{MAX_BCRYPT_COST, MIN_BCRYPT_COST, PasswordHash};
+pub use secret::Secret;

@@ -1,0 +1,867 @@
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::error::Location;
+use crate::groups::{self, GroupDef};
+use crate::manifests::*;
+use crate::model::*;
+use crate::{ConfigError, PasswordHash, parse_duration, secret};
+
+/// Reads a file or a directory of `*.yaml`/`*.yml` files (not recursive, in name order).
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let files = list_files(path)?;
+    let mut docs = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).map_err(|e| {
+            let mut err = ConfigError::new(format!("cannot read: {e}"));
+            err.file = Some(file.clone());
+            err
+        })?;
+        let mtime = std::fs::metadata(file)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_secs() as i64);
+        let values: Vec<Value> = serde_saphyr::from_multiple(&text).map_err(|e| {
+            let mut err = ConfigError::new(format!("invalid YAML: {e}"));
+            err.file = Some(file.clone());
+            err
+        })?;
+        for (i, value) in values.into_iter().enumerate() {
+            if value.is_null() {
+                continue;
+            }
+            let at = Location {
+                file: file.clone(),
+                document: i + 1,
+                object: None,
+            };
+            docs.push(Document::parse(value, at, mtime)?);
+        }
+    }
+    build(files, docs)
+}
+
+fn list_files(path: &Path) -> Result<Vec<PathBuf>, ConfigError> {
+    let not_found = |e: std::io::Error| {
+        let mut err = ConfigError::new(format!("cannot read: {e}"));
+        err.file = Some(path.to_path_buf());
+        err
+    };
+    let meta = std::fs::metadata(path).map_err(not_found)?;
+    if !meta.is_dir() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+        .map_err(not_found)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.is_file() && matches!(p.extension().and_then(|x| x.to_str()), Some("yaml" | "yml"))
+        })
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        let mut err = ConfigError::new("the directory holds no .yaml or .yml file");
+        err.file = Some(path.to_path_buf());
+        return Err(err);
+    }
+    Ok(files)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Envelope {
+    api_version: String,
+    kind: String,
+    #[serde(default)]
+    metadata: Option<Value>,
+    #[serde(default)]
+    spec: Option<Value>,
+    #[serde(default)]
+    status: Option<Value>,
+}
+
+/// Deserializes `value` into `T`, reporting the failing field as `prefix.path`.
+fn typed<T: DeserializeOwned>(value: Value, prefix: &str, at: &Location) -> Result<T, ConfigError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let field = match (prefix, path.as_str()) {
+            (p, ".") => p.to_owned(),
+            ("", p) => p.to_owned(),
+            (pre, p) => format!("{pre}.{p}"),
+        };
+        let err = ConfigError::new(e.into_inner().to_string()).at(at);
+        if field.is_empty() {
+            err
+        } else {
+            err.field(field)
+        }
+    })
+}
+
+struct Document {
+    at: Location,
+    kind: String,
+    metadata: Metadata,
+    spec: Value,
+    status: Option<Value>,
+    mtime: Option<i64>,
+}
+
+impl Document {
+    fn parse(value: Value, mut at: Location, mtime: Option<i64>) -> Result<Self, ConfigError> {
+        if !value.is_object() {
+            return Err(
+                ConfigError::new("a document must be a mapping with apiVersion and kind").at(&at),
+            );
+        }
+        let env: Envelope = typed(value, "", &at)?;
+        let metadata: Metadata = match env.metadata {
+            Some(m) => typed(m, "metadata", &at)?,
+            None => Metadata::default(),
+        };
+        at.object = Some(match &metadata.name {
+            Some(name) => format!("{} {name:?}", env.kind),
+            None => env.kind.clone(),
+        });
+        let expected: &[&str] = match env.kind.as_str() {
+            "KeygateConfig" => &["keygate.io/v1alpha1"],
+            "ModuleConfig" => &["deckhouse.io/v1alpha1"],
+            "User" | "DexClient" | "DexProvider" | "DexAuthenticator" => {
+                &["deckhouse.io/v1", "deckhouse.io/v1alpha1"]
+            }
+            "Group" => &["deckhouse.io/v1alpha1"],
+            other => {
+                return Err(ConfigError::new(format!(
+                    "unknown kind {other:?}: expected KeygateConfig, ModuleConfig, User, Group or DexClient"
+                ))
+                .field("kind")
+                .at(&at));
+            }
+        };
+        if !expected.contains(&env.api_version.as_str()) {
+            return Err(ConfigError::new(format!(
+                "{} is served as {}, not {:?}",
+                env.kind,
+                expected.join(" or "),
+                env.api_version
+            ))
+            .field("apiVersion")
+            .at(&at));
+        }
+        Ok(Self {
+            at,
+            kind: env.kind,
+            metadata,
+            spec: env.spec.unwrap_or(Value::Null),
+            status: env.status,
+            mtime,
+        })
+    }
+
+    fn name(&self) -> Result<String, ConfigError> {
+        match self.metadata.name.as_deref() {
+            Some(n) if !n.trim().is_empty() => Ok(n.to_owned()),
+            _ => Err(ConfigError::new("is required")
+                .field("metadata.name")
+                .at(&self.at)),
+        }
+    }
+
+    fn spec<T: DeserializeOwned>(&self) -> Result<T, ConfigError> {
+        if self.spec.is_null() {
+            return Err(ConfigError::new("is required").field("spec").at(&self.at));
+        }
+        typed(self.spec.clone(), "spec", &self.at)
+    }
+
+    fn err(&self, field: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError::new(message).field(field).at(&self.at)
+    }
+}
+
+fn seconds(
+    doc: &Document,
+    field: &str,
+    value: Option<&str>,
+    default: i64,
+) -> Result<i64, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(v) => parse_duration(v, false)
+            .map(|d| d.as_secs() as i64)
+            .map_err(|e| doc.err(field, e)),
+    }
+}
+
+fn positive_seconds(
+    doc: &Document,
+    field: &str,
+    value: Option<&str>,
+    default: i64,
+) -> Result<i64, ConfigError> {
+    let s = seconds(doc, field, value, default)?;
+    if s < 1 {
+        return Err(doc.err(field, "must be at least 1s"));
+    }
+    Ok(s)
+}
+
+fn build(sources: Vec<PathBuf>, docs: Vec<Document>) -> Result<Config, ConfigError> {
+    let mut warnings = Vec::new();
+    let mut keygate: Option<(&Document, KeygateConfigSpec)> = None;
+    let mut module: Option<(&Document, UserAuthnSettings)> = None;
+    let mut users = Vec::new();
+    let mut groups = Vec::new();
+    let mut clients = Vec::new();
+
+    for doc in &docs {
+        match doc.kind.as_str() {
+            "KeygateConfig" => {
+                if let Some((first, _)) = &keygate {
+                    return Err(doc.err(
+                        "kind",
+                        format!("a second KeygateConfig (the first is {})", first.at),
+                    ));
+                }
+                keygate = Some((doc, doc.spec()?));
+            }
+            "ModuleConfig" => {
+                let name = doc.name()?;
+                if name != "user-authn" {
+                    warnings.push(format!(
+                        "{}: ModuleConfig {name:?} is not user-authn; ignored",
+                        doc.at
+                    ));
+                    continue;
+                }
+                if let Some((first, _)) = &module {
+                    return Err(doc.err(
+                        "metadata.name",
+                        format!(
+                            "a second ModuleConfig user-authn (the first is {})",
+                            first.at
+                        ),
+                    ));
+                }
+                let spec: ModuleConfigSpec = doc.spec()?;
+                if spec.enabled == Some(false) {
+                    warnings.push(format!(
+                        "{}: the module is disabled there; Keygate serves it anyway",
+                        doc.at
+                    ));
+                }
+                if let Some(settings) = spec.settings {
+                    module = Some((doc, settings));
+                }
+            }
+            "User" => users.push(user(doc)?),
+            "Group" => groups.push(group(doc)?),
+            "DexClient" => clients.push(client(doc)?),
+            other => {
+                return Err(doc.err(
+                    "kind",
+                    format!("{other} is not supported by this version of keygate serve yet"),
+                ));
+            }
+        }
+    }
+
+    let Some((kdoc, kspec)) = keygate else {
+        return Err(ConfigError::new(
+            "no KeygateConfig document (apiVersion keygate.io/v1alpha1): it sets the issuer URL and storage",
+        ));
+    };
+    let provider = provider(
+        kdoc,
+        kspec,
+        module.as_ref().map(|(d, s)| (*d, s)),
+        &mut warnings,
+    )?;
+
+    // Users and groups.
+    let mut by_name = BTreeMap::new();
+    let mut by_email = BTreeMap::new();
+    for (doc, u, _) in &users {
+        if let Some(prev) = by_name.insert(u.name.clone(), &doc.at) {
+            return Err(doc.err(
+                "metadata.name",
+                format!("user {:?} is also defined in {prev}", u.name),
+            ));
+        }
+        if let Some(prev) = by_email.insert(u.email.clone(), &doc.at) {
+            return Err(doc.err(
+                "spec.email",
+                format!("email {:?} is already used by the user in {prev}", u.email),
+            ));
+        }
+    }
+    let mut group_names = BTreeMap::new();
+    for (doc, g) in &groups {
+        if let Some(prev) = group_names.insert(g.name.clone(), &doc.at) {
+            return Err(doc.err(
+                "spec.name",
+                format!("group {:?} is also defined in {prev}", g.name),
+            ));
+        }
+    }
+    for (doc, g) in &groups {
+        for (i, (kind, member)) in g.members.iter().enumerate() {
+            let known = match kind {
+                MemberKind::User => by_name.contains_key(member),
+                MemberKind::Group => group_names.contains_key(member),
+            };
+            if !known {
+                warnings.push(format!(
+                    "{}: spec.members[{i}]: {kind:?} {member:?} does not exist",
+                    doc.at
+                ));
+            }
+        }
+    }
+    let defs: Vec<GroupDef> = groups.into_iter().map(|(_, g)| g).collect();
+    if let Some(cycle) = groups::find_cycle(&defs) {
+        warnings.push(format!(
+            "groups form a cycle ({cycle}); each group is counted once, but groups should form a tree"
+        ));
+    }
+    let memberships = groups::resolve(&defs);
+    let users = users
+        .into_iter()
+        .map(|(_, mut u, legacy)| {
+            let mut all: BTreeSet<String> = legacy.into_iter().collect();
+            if let Some(g) = memberships.get(&u.name) {
+                all.extend(g.iter().cloned());
+            }
+            u.groups = all.into_iter().collect();
+            u
+        })
+        .collect();
+
+    // Clients.
+    let mut client_ids = BTreeMap::new();
+    for (doc, c) in &clients {
+        if let Some(prev) = client_ids.insert(c.id.clone(), &doc.at) {
+            return Err(doc.err(
+                "metadata.name",
+                format!("client {:?} is also defined in {prev}", c.id),
+            ));
+        }
+    }
+    for (doc, c) in &clients {
+        for (i, peer) in c.trusted_peers.iter().enumerate() {
+            let known = client_ids.contains_key(peer) || is_builtin_client(peer);
+            if !known {
+                warnings.push(format!(
+                    "{}: spec.trustedPeers[{i}]: no client {peer:?} is defined",
+                    doc.at
+                ));
+            }
+        }
+    }
+    let clients = clients.into_iter().map(|(_, c)| c).collect();
+
+    Ok(Config {
+        sources,
+        provider,
+        users,
+        clients,
+        warnings,
+    })
+}
+
+/// Client ids Keygate defines itself.
+fn is_builtin_client(id: &str) -> bool {
+    id == "kubernetes" || id.starts_with("kubeconfig")
+}
+
+fn provider(
+    doc: &Document,
+    spec: KeygateConfigSpec,
+    module: Option<(&Document, &UserAuthnSettings)>,
+    warnings: &mut Vec<String>,
+) -> Result<ProviderSettings, ConfigError> {
+    let issuer = validate_issuer(doc, &spec.issuer, warnings)?;
+
+    let mut id_token_ttl = 600;
+    let mut refresh = RefreshPolicy::default();
+    let mut kubeconfig_generator = Vec::new();
+    let mut high_availability = false;
+    if let Some((mdoc, s)) = module {
+        id_token_ttl = positive_seconds(
+            mdoc,
+            "spec.settings.idTokenTTL",
+            s.id_token_ttl.as_deref(),
+            id_token_ttl,
+        )?;
+        if let Some(v) = &s.refresh_token_absolute_lifetime {
+            refresh.absolute_lifetime = Some(positive_seconds(
+                mdoc,
+                "spec.settings.refreshTokenAbsoluteLifetime",
+                Some(v),
+                0,
+            )?);
+        }
+        if let Some(k) = &s.kubeconfig_generator {
+            kubeconfig_generator =
+                kubeconfig_clusters(mdoc, "spec.settings.kubeconfigGenerator", k)?;
+        }
+        high_availability = s.high_availability.unwrap_or(false);
+        let inert = [
+            ("passwordPolicy", s.password_policy.is_some()),
+            ("publishAPI", s.publish_api.is_some()),
+            ("staticUsers2FA", s.static_users_2fa.is_some()),
+            ("nodeSelector", s.node_selector.is_some()),
+            ("tolerations", s.tolerations.is_some()),
+            ("ingressClass", s.ingress_class.is_some()),
+            ("https", s.https.is_some()),
+            (
+                "controlPlaneConfigurator",
+                s.control_plane_configurator.is_some(),
+            ),
+        ];
+        for (field, set) in inert {
+            if set {
+                warnings.push(format!(
+                    "{}: spec.settings.{field} has no effect in keygate serve",
+                    mdoc.at
+                ));
+            }
+        }
+    }
+
+    id_token_ttl = positive_seconds(
+        doc,
+        "spec.idTokenTTL",
+        spec.id_token_ttl.as_deref(),
+        id_token_ttl,
+    )?;
+    let auth_request_ttl = positive_seconds(
+        doc,
+        "spec.authRequestTTL",
+        spec.auth_request_ttl.as_deref(),
+        600,
+    )?;
+    let auth_code_ttl =
+        positive_seconds(doc, "spec.authCodeTTL", spec.auth_code_ttl.as_deref(), 300)?;
+    if let Some(r) = &spec.refresh_tokens {
+        refresh.reuse_interval = seconds(
+            doc,
+            "spec.refreshTokens.reuseInterval",
+            r.reuse_interval.as_deref(),
+            refresh.reuse_interval,
+        )?;
+        if let Some(v) = &r.valid_if_not_used_for {
+            refresh.valid_if_not_used_for =
+                optional_lifetime(doc, "spec.refreshTokens.validIfNotUsedFor", v)?;
+        }
+        if let Some(v) = &r.absolute_lifetime {
+            refresh.absolute_lifetime =
+                optional_lifetime(doc, "spec.refreshTokens.absoluteLifetime", v)?;
+        }
+        refresh.disable_rotation = r.disable_rotation.unwrap_or(false);
+    }
+    if let Some(abs) = refresh.absolute_lifetime
+        && id_token_ttl > abs
+    {
+        return Err(doc.err(
+            "spec.idTokenTTL",
+            "must not exceed the refresh tokens' absolute lifetime",
+        ));
+    }
+
+    let signing = match &spec.signing {
+        None => SigningSettings {
+            algorithm: SigningAlgorithm::Rs256,
+            rotation_period: 6 * 3600,
+        },
+        Some(s) => SigningSettings {
+            algorithm: match s.algorithm.as_deref() {
+                None | Some("RS256") => SigningAlgorithm::Rs256,
+                Some("ES256") => SigningAlgorithm::Es256,
+                Some(other) => {
+                    return Err(doc.err("spec.signing.algorithm", format!("{other:?} is not supported: use RS256 or ES256 (kube-apiserver accepts both)")));
+                }
+            },
+            rotation_period: positive_seconds(
+                doc,
+                "spec.signing.rotationPeriod",
+                s.rotation_period.as_deref(),
+                6 * 3600,
+            )?,
+        },
+    };
+
+    let storage = match spec.storage {
+        None => StorageConfig::Sqlite {
+            path: PathBuf::from("keygate.db"),
+        },
+        Some(s) => match s.kind.as_str() {
+            "memory" => StorageConfig::Memory,
+            "sqlite" => StorageConfig::Sqlite {
+                path: PathBuf::from(s.path.ok_or_else(|| {
+                    doc.err("spec.storage.path", "is required for sqlite storage")
+                })?),
+            },
+            "postgres" => {
+                let url = secret::resolve(
+                    "url",
+                    s.url.as_deref(),
+                    s.url_from_env.as_deref(),
+                    s.url_file.as_deref(),
+                )
+                .map_err(|e| {
+                    ConfigError {
+                        field: e.field.map(|f| format!("spec.storage.{f}")),
+                        ..e
+                    }
+                    .at(&doc.at)
+                })?
+                .ok_or_else(|| doc.err("spec.storage.url", "is required for postgres storage"))?;
+                StorageConfig::Postgres { url }
+            }
+            other => {
+                return Err(doc.err(
+                    "spec.storage.type",
+                    format!("{other:?} is not a storage type: use memory, sqlite or postgres"),
+                ));
+            }
+        },
+    };
+
+    let tls = spec.tls.map(|t| TlsFiles {
+        cert_file: t.cert_file.into(),
+        key_file: t.key_file.into(),
+    });
+    if tls.is_none() && issuer.starts_with("https://") {
+        warnings.push("the issuer is https but no spec.tls is set: Keygate must then sit behind a TLS-terminating proxy".into());
+    }
+
+    if let Some(k) = &spec.kubeconfig_generator {
+        kubeconfig_generator = kubeconfig_clusters(doc, "spec.kubeconfigGenerator", k)?;
+    }
+
+    let logging = match spec.logging {
+        None => Logging {
+            level: "info".into(),
+            json: false,
+        },
+        Some(l) => Logging {
+            level: l.level.unwrap_or_else(|| "info".into()),
+            json: match l.format.as_deref() {
+                None | Some("text") => false,
+                Some("json") => true,
+                Some(other) => {
+                    return Err(doc.err(
+                        "spec.logging.format",
+                        format!("{other:?}: use text or json"),
+                    ));
+                }
+            },
+        },
+    };
+
+    let frontend = spec
+        .frontend
+        .map(|f| Frontend {
+            product_name: f.product_name,
+            logo_url: f.logo_url,
+            extra_css_url: f.extra_css_url,
+            templates_dir: f.templates_dir.map(PathBuf::from),
+        })
+        .unwrap_or_default();
+
+    Ok(ProviderSettings {
+        issuer,
+        listen: spec.listen.unwrap_or_else(|| "127.0.0.1:5556".into()),
+        tls,
+        storage,
+        id_token_ttl,
+        auth_request_ttl,
+        auth_code_ttl,
+        refresh,
+        signing,
+        kubeconfig_generator,
+        high_availability: spec.high_availability.unwrap_or(high_availability),
+        logging,
+        frontend,
+        demo: spec.demo.is_some_and(|d| d.enabled),
+    })
+}
+
+/// "0" or "never" disables a lifetime.
+fn optional_lifetime(doc: &Document, field: &str, value: &str) -> Result<Option<i64>, ConfigError> {
+    if value == "never" {
+        return Ok(None);
+    }
+    let s = seconds(doc, field, Some(value), 0)?;
+    Ok(if s == 0 { None } else { Some(s) })
+}
+
+fn validate_issuer(
+    doc: &Document,
+    issuer: &str,
+    warnings: &mut Vec<String>,
+) -> Result<String, ConfigError> {
+    let url =
+        url::Url::parse(issuer).map_err(|e| doc.err("spec.issuer", format!("not a URL: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(doc.err("spec.issuer", "must be an http or https URL"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(doc.err("spec.issuer", "must not have a query or a fragment"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(doc.err("spec.issuer", "must name a host"));
+    }
+    if url.scheme() == "http"
+        && !matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"))
+    {
+        warnings.push("the issuer is plain http: kube-apiserver only accepts https issuers".into());
+    }
+    Ok(issuer.to_owned())
+}
+
+fn kubeconfig_clusters(
+    doc: &Document,
+    field: &str,
+    specs: &[KubeconfigClusterSpec],
+) -> Result<Vec<KubeconfigCluster>, ConfigError> {
+    let mut out = Vec::new();
+    for (i, k) in specs.iter().enumerate() {
+        let valid_id = !k.id.is_empty()
+            && k.id
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "@.:_-".contains(c));
+        if !valid_id {
+            return Err(doc.err(
+                &format!("{field}[{i}].id"),
+                "use lower-case letters, digits and @.:_-",
+            ));
+        }
+        url::Url::parse(&k.master_uri).map_err(|e| {
+            doc.err(
+                &format!("{field}[{i}].masterURI"),
+                format!("not a URL: {e}"),
+            )
+        })?;
+        out.push(KubeconfigCluster {
+            id: k.id.clone(),
+            master_uri: k.master_uri.clone(),
+            master_ca: k.master_ca.clone(),
+            description: k.description.clone(),
+        });
+    }
+    Ok(out)
+}
+
+fn user(doc: &Document) -> Result<(&Document, StaticUser, Vec<String>), ConfigError> {
+    let name = doc.name()?;
+    let spec: UserSpec = doc.spec()?;
+    let status: UserStatus = match &doc.status {
+        Some(s) => typed(s.clone(), "status", &doc.at)?,
+        None => UserStatus::default(),
+    };
+    let email = spec.email.trim().to_lowercase();
+    if email.is_empty() {
+        return Err(doc.err("spec.email", "is required"));
+    }
+    if email.starts_with("system:") {
+        return Err(doc.err("spec.email", "must not start with the \"system:\" prefix"));
+    }
+    let password = PasswordHash::parse(&spec.password).map_err(|e| doc.err("spec.password", e))?;
+    let expires_at = match (&status.expire_at, &spec.ttl) {
+        (Some(at), _) => Some(
+            parse_rfc3339(at).ok_or_else(|| doc.err("status.expireAt", "not an RFC 3339 time"))?,
+        ),
+        (None, Some(ttl)) => {
+            let ttl = parse_duration(ttl, false)
+                .map_err(|e| doc.err("spec.ttl", e))?
+                .as_secs() as i64;
+            // Deckhouse counts the TTL from when it first saw the user; outside Kubernetes we count
+            // from creationTimestamp, or else from the file's modification time.
+            let start = match &doc.metadata.creation_timestamp {
+                Some(ts) => parse_rfc3339(ts)
+                    .ok_or_else(|| doc.err("metadata.creationTimestamp", "not an RFC 3339 time"))?,
+                None => doc.mtime.unwrap_or(0),
+            };
+            Some(start + ttl)
+        }
+        (None, None) => None,
+    };
+    let _deprecated_user_id = spec.user_id;
+    let u = StaticUser {
+        name,
+        email,
+        password,
+        groups: Vec::new(),
+        expires_at,
+    };
+    Ok((doc, u, spec.groups.unwrap_or_default()))
+}
+
+fn group(doc: &Document) -> Result<(&Document, GroupDef), ConfigError> {
+    doc.name()?;
+    let spec: GroupSpec = doc.spec()?;
+    if spec.name.trim().is_empty() {
+        return Err(doc.err("spec.name", "is required"));
+    }
+    if spec.name.starts_with("system:") {
+        return Err(doc.err(
+            "spec.name",
+            "must not start with the \"system:\" prefix (kube-apiserver reserves it)",
+        ));
+    }
+    let members = spec.members.into_iter().map(|m| (m.kind, m.name)).collect();
+    Ok((
+        doc,
+        GroupDef {
+            name: spec.name,
+            members,
+        },
+    ))
+}
+
+const KUBE_ACCESS_ANNOTATIONS: [&str; 2] = [
+    "dexclient.deckhouse.io/allow-access-to-kubernetes",
+    "keygate.io/allow-access-to-kubernetes",
+];
+
+fn client(doc: &Document) -> Result<(&Document, ClientSpec), ConfigError> {
+    let name = doc.name()?;
+    let namespace = doc
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    let spec: DexClientSpec = doc
+        .spec
+        .is_null()
+        .then(DexClientSpec::default)
+        .map_or_else(|| doc.spec(), Ok)?;
+    let secret = secret::resolve(
+        "secret",
+        spec.secret.as_deref(),
+        spec.secret_from_env.as_deref(),
+        spec.secret_file.as_deref(),
+    )
+    .map_err(|e| {
+        ConfigError {
+            field: e.field.map(|f| format!("spec.{f}")),
+            ..e
+        }
+        .at(&doc.at)
+    })?;
+    if spec.public && secret.is_some() {
+        return Err(doc.err(
+            "spec.public",
+            "a public client has no secret: remove spec.secret or spec.public",
+        ));
+    }
+    for (i, uri) in spec.redirect_uris.iter().enumerate() {
+        validate_redirect_uri(uri).map_err(|e| doc.err(&format!("spec.redirectURIs[{i}]"), e))?;
+    }
+    let id = format!("dex-client-{name}@{namespace}");
+    // Deckhouse honours the annotation by its presence; ours may also say "false".
+    let allow = KUBE_ACCESS_ANNOTATIONS.iter().any(|a| {
+        doc.metadata
+            .annotations
+            .get(*a)
+            .is_some_and(|v| v != "false")
+    });
+    Ok((
+        doc,
+        ClientSpec {
+            display_name: spec.name.unwrap_or_else(|| id.clone()),
+            legacy_id: Some(format!("dex-client-{name}:{namespace}")),
+            id,
+            secret,
+            public: spec.public,
+            redirect_uris: spec.redirect_uris,
+            trusted_peers: spec.trusted_peers,
+            allowed_groups: spec.allowed_groups,
+            allowed_emails: spec
+                .allowed_emails
+                .into_iter()
+                .map(|e| e.to_lowercase())
+                .collect(),
+            allow_access_to_kubernetes: allow,
+        },
+    ))
+}
+
+fn validate_redirect_uri(uri: &str) -> Result<(), String> {
+    if uri == "urn:ietf:wg:oauth:2.0:oob" || uri == "/device/callback" {
+        return Ok(());
+    }
+    let url = url::Url::parse(uri).map_err(|e| format!("not an absolute URL: {e}"))?;
+    if url.fragment().is_some() {
+        return Err("must not have a fragment".into());
+    }
+    if url.cannot_be_a_base() {
+        return Err("not a hierarchical URL".into());
+    }
+    Ok(())
+}
+
+/// Parses `2006-01-02T15:04:05Z`, with optional fraction and numeric offset, to unix seconds.
+pub(crate) fn parse_rfc3339(s: &str) -> Option<i64> {
+    let s = s.trim();
+    let (date, rest) = s.split_once(['T', 't', ' '])?;
+    let mut d = date.split('-');
+    let (y, m, day): (i64, i64, i64) = (
+        d.next()?.parse().ok()?,
+        d.next()?.parse().ok()?,
+        d.next()?.parse().ok()?,
+    );
+    let (time, offset) = if let Some(t) = rest.strip_suffix(['Z', 'z']) {
+        (t, 0)
+    } else {
+        let idx = rest.rfind(['+', '-'])?;
+        let (t, off) = rest.split_at(idx);
+        let sign = if off.starts_with('-') { -1 } else { 1 };
+        let (oh, om) = off[1..].split_once(':')?;
+        (
+            t,
+            sign * (oh.parse::<i64>().ok()? * 3600 + om.parse::<i64>().ok()? * 60),
+        )
+    };
+    let time = time.split('.').next()?;
+    let mut t = time.split(':');
+    let (hh, mm, ss): (i64, i64, i64) = (
+        t.next()?.parse().ok()?,
+        t.next()?.parse().ok()?,
+        t.next()?.parse().ok()?,
+    );
+    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || hh > 23 || mm > 59 || ss > 60 {
+        return None;
+    }
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86400 + hh * 3600 + mm * 60 + ss - offset)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_rfc3339;
+
+    #[test]
+    fn rfc3339() {
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(parse_rfc3339("2026-11-30T12:00:00Z"), Some(1_796_040_000));
+        assert_eq!(
+            parse_rfc3339("2026-11-30T14:00:00.123+02:00"),
+            Some(1_796_040_000)
+        );
+        assert_eq!(parse_rfc3339("yesterday"), None);
+    }
+}

@@ -1,0 +1,148 @@
+//! The validated runtime model the rest of Keygate consumes.
+
+use std::path::PathBuf;
+
+use crate::{PasswordHash, Secret};
+
+/// Everything `keygate serve` needs, validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The files the configuration was read from.
+    pub sources: Vec<PathBuf>,
+    pub provider: ProviderSettings,
+    pub users: Vec<StaticUser>,
+    pub clients: Vec<ClientSpec>,
+    /// Non-fatal findings (settings with no effect here, dangling group members...).
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProviderSettings {
+    /// Exactly as configured (trailing slash kept): it is the `iss` claim.
+    pub issuer: String,
+    pub listen: String,
+    pub tls: Option<TlsFiles>,
+    pub storage: StorageConfig,
+    pub id_token_ttl: i64,
+    pub auth_request_ttl: i64,
+    pub auth_code_ttl: i64,
+    pub refresh: RefreshPolicy,
+    pub signing: SigningSettings,
+    pub kubeconfig_generator: Vec<KubeconfigCluster>,
+    pub high_availability: bool,
+    pub logging: Logging,
+    pub frontend: Frontend,
+    pub demo: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StorageConfig {
+    Memory,
+    Sqlite { path: PathBuf },
+    Postgres { url: Secret },
+}
+
+/// Refresh-token policy (durations in seconds). Defaults follow Deckhouse's Dex configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefreshPolicy {
+    pub reuse_interval: i64,
+    /// Idle expiry; `None` means never.
+    pub valid_if_not_used_for: Option<i64>,
+    /// Expiry counted from the family's creation; `None` means never.
+    pub absolute_lifetime: Option<i64>,
+    pub disable_rotation: bool,
+}
+
+impl Default for RefreshPolicy {
+    fn default() -> Self {
+        Self {
+            reuse_interval: 120,
+            valid_if_not_used_for: Some(2190 * 3600),
+            absolute_lifetime: Some(24 * 3600),
+            disable_rotation: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SigningAlgorithm {
+    Rs256,
+    Es256,
+}
+
+impl SigningAlgorithm {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SigningAlgorithm::Rs256 => "RS256",
+            SigningAlgorithm::Es256 => "ES256",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SigningSettings {
+    pub algorithm: SigningAlgorithm,
+    /// Seconds between key rotations.
+    pub rotation_period: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubeconfigCluster {
+    pub id: String,
+    pub master_uri: String,
+    pub master_ca: Option<String>,
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Logging {
+    pub level: String,
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Frontend {
+    pub product_name: Option<String>,
+    pub logo_url: Option<String>,
+    pub extra_css_url: Option<String>,
+    pub templates_dir: Option<PathBuf>,
+}
+
+/// A `User` manifest, with its groups resolved through nested `Group`s.
+#[derive(Debug, Clone)]
+pub struct StaticUser {
+    /// `metadata.name`: the stable user id (Dex's `userID`).
+    pub name: String,
+    /// Lower-cased.
+    pub email: String,
+    pub password: PasswordHash,
+    /// `Group.spec.name`s, sorted, without duplicates.
+    pub groups: Vec<String>,
+    /// Unix seconds after which the user may no longer log in or refresh.
+    pub expires_at: Option<i64>,
+}
+
+/// A `DexClient` manifest.
+#[derive(Debug, Clone)]
+pub struct ClientSpec {
+    /// `dex-client-<name>@<namespace>`.
+    pub id: String,
+    /// Deckhouse also registers `dex-client-<name>:<namespace>`; accepted as an alias.
+    pub legacy_id: Option<String>,
+    pub display_name: String,
+    /// `None` for public clients, and for confidential clients whose secret Keygate generates.
+    pub secret: Option<Secret>,
+    pub public: bool,
+    pub redirect_uris: Vec<String>,
+    pub trusted_peers: Vec<String>,
+    pub allowed_groups: Vec<String>,
+    pub allowed_emails: Vec<String>,
+    /// Annotated to be trusted by the built-in `kubernetes` client.
+    pub allow_access_to_kubernetes: bool,
+}
