@@ -1,1 +1,35 @@
+//! The provider's protocol core: authorization requests, logins, codes, tokens, refresh, keys.
+//! It knows no HTTP and no SQL: the server crate maps its results to responses, the store crate
+//! persists its objects. Every time-dependent decision takes `now` from the injected [`Clock`].
 
+mod claims;
+mod clients;
+mod clock;
+mod discovery;
+mod error;
+mod jose;
+mod keys;
+mod provider;
+mod random;
+mod scopes;
+mod users;
+
+pub use claims::IdTokenClaims;
+pub use clients::{Client, ClientAuth, ClientRegistry, KUBERNETES_CLIENT_ID};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::{ErrorCode, OAuthError, ProviderError};
+pub use keys::KeyManager;
+pub use provider::{
+    AuthorizeError, AuthorizeParams, LoginOutcome, Provider, TokenRequest, TokenResponse,
+};
+pub use random::random_id;
+
+/// PKCE S256 transform (for built-in relying parties such as the demo page).
+pub fn pkce_s256(verifier: &str) -> String {
+    jose::s256(verifier)
+}
+pub use scopes::Scopes;
+pub use users::{LoginResult, UserDirectory};
+
+/// The one connector this version has: static users from `User` manifests.
+pub const LOCAL_CONNECTOR: &str = "local";

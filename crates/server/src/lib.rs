@@ -1,1 +1,16 @@
+//! The HTTP edge: axum handlers for the provider endpoints and the pages people see. Handlers are
+//! thin: they parse, call `keygate_oidc::Provider`, and map its results to responses once, here.
 
+mod build;
+mod form;
+mod handlers;
+mod pages;
+mod respond;
+mod serve;
+mod state;
+
+pub use build::{BuildError, Built, build_provider};
+pub use handlers::router;
+pub use pages::Pages;
+pub use serve::{ServeError, serve};
+pub use state::AppState;

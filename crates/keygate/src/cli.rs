@@ -1,0 +1,52 @@
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Keygate: a Dex-compatible OpenID Connect provider for Kubernetes, configured with the same
+/// manifests as Deckhouse's user-authn module (KeygateConfig, User, Group, DexClient).
+#[derive(Debug, Parser)]
+#[command(name = "keygate", version, propagate_version = true)]
+#[command(
+    after_help = "Exit codes: 0 success, 1 runtime or configuration error, 2 usage error.\n\
+Docs: README.md and docs/ in the source tree."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the OpenID Connect provider.
+    #[command(
+        after_help = "Example:\n  keygate serve --config examples/quickstart.yaml\n\n\
+The configuration is one multi-document YAML file or a directory of them (*.yaml, *.yml).\n\
+Logs go to stderr; set KEYGATE_LOG (e.g. debug, or keygate_oidc=debug) to change the level.\n\
+SIGINT/SIGTERM stop accepting connections and let requests in flight finish."
+    )]
+    Serve {
+        /// Configuration file or directory.
+        #[arg(long, short, env = "KEYGATE_CONFIG", value_name = "PATH")]
+        config: PathBuf,
+        /// Log format; overrides spec.logging.format.
+        #[arg(long, env = "KEYGATE_LOG_FORMAT", value_parser = ["text", "json"])]
+        log_format: Option<String>,
+    },
+    /// Validate a configuration and explain what it declares. Exits 1 on the first error, naming
+    /// the file, the document and the field.
+    CheckConfig {
+        /// Configuration file or directory.
+        #[arg(long, short, env = "KEYGATE_CONFIG", value_name = "PATH")]
+        config: PathBuf,
+    },
+    /// Read a password on stdin and print a bcrypt hash for User.spec.password.
+    #[command(
+        after_help = "Example:\n  echo -n 'correct horse' | keygate hash-password\n\n\
+The hash works in Deckhouse User manifests and Dex staticPasswords alike."
+    )]
+    HashPassword {
+        /// bcrypt cost (10 to 16; each step doubles the time of every login).
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(10..=16))]
+        cost: u32,
+    },
+}

@@ -1,0 +1,232 @@
+use std::io::Read;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use keygate_config::{Config, StorageConfig};
+use keygate_oidc::SystemClock;
+use keygate_server::{AppState, Pages, build_provider, router, serve};
+
+use crate::cli::{Cli, Command};
+use crate::logging;
+
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Serve { config, log_format } => {
+            let config = keygate_config::load(&config)?;
+            let json = match log_format.as_deref() {
+                Some(f) => f == "json",
+                None => config.provider.logging.json,
+            };
+            logging::init(&config.provider.logging.level, json);
+            runtime()?.block_on(serve_provider(config))
+        }
+        Command::CheckConfig { config } => check_config(&config),
+        Command::HashPassword { cost } => hash_password(cost),
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn storage_label(s: &StorageConfig) -> String {
+    match s {
+        StorageConfig::Memory => "memory (lost on restart)".into(),
+        StorageConfig::Sqlite { path } => format!("sqlite {}", path.display()),
+        StorageConfig::Postgres { .. } => "postgres".into(),
+    }
+}
+
+async fn serve_provider(config: Config) -> Result<()> {
+    // One TLS crypto provider for the whole process (see RECIPES.md).
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
+    let built = build_provider(&config, Arc::new(SystemClock))
+        .await
+        .context("cannot start the provider")?;
+    let provider = Arc::new(built.provider);
+    let settings = provider.settings().clone();
+    let pages = Pages::new(
+        &settings.frontend,
+        &settings.issuer,
+        provider.endpoint("static/"),
+    )
+    .map_err(anyhow::Error::msg)
+    .context("cannot load the page templates")?;
+    let state = AppState::new(provider.clone(), Arc::new(pages));
+    let listener = tokio::net::TcpListener::bind(&settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let local = listener.local_addr()?;
+
+    let maintenance = {
+        let provider = provider.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(30));
+            loop {
+                tick.tick().await;
+                match provider.maintain().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(deleted = n, "garbage-collected expired objects"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "maintenance failed (key rotation / garbage collection)")
+                    }
+                }
+            }
+        })
+    };
+
+    banner(&config, &provider, local, &built.generated_secrets);
+    let app = router(state);
+    serve(listener, app, settings.tls.as_ref(), shutdown_signal()).await?;
+    maintenance.abort();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn banner(
+    config: &Config,
+    provider: &keygate_oidc::Provider,
+    local: std::net::SocketAddr,
+    generated: &[String],
+) {
+    let s = provider.settings();
+    let scheme = if s.tls.is_some() { "https" } else { "http" };
+    let mut lines = vec![
+        format!("Keygate {} is running", env!("CARGO_PKG_VERSION")),
+        format!("  issuer      {}", s.issuer),
+        format!(
+            "  discovery   {}",
+            provider.endpoint(".well-known/openid-configuration")
+        ),
+        format!("  listening   {scheme}://{local}"),
+        format!("  storage     {}", storage_label(&s.storage)),
+        format!(
+            "  users       {} static, {} client(s)",
+            config.users.len(),
+            config.clients.len()
+        ),
+    ];
+    if s.demo {
+        lines.push(format!(
+            "  try it      {}   (a demo sign-in page)",
+            provider.endpoint("demo")
+        ));
+    }
+    for id in generated {
+        lines.push(format!(
+            "  generated a secret for client {id}; it is kept in storage"
+        ));
+    }
+    eprintln!("\n{}\n", lines.join("\n"));
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down: no new connections, finishing requests in flight");
+}
+
+fn check_config(path: &std::path::Path) -> Result<()> {
+    let config = keygate_config::load(path)?;
+    let p = &config.provider;
+    println!("configuration OK ({} file(s))", config.sources.len());
+    println!("  issuer         {}", p.issuer);
+    println!(
+        "  listen         {}{}",
+        p.listen,
+        if p.tls.is_some() { " (TLS)" } else { "" }
+    );
+    println!("  storage        {}", storage_label(&p.storage));
+    println!(
+        "  signing        {} keys, rotated every {}s",
+        p.signing.algorithm.as_str(),
+        p.signing.rotation_period
+    );
+    println!("  idTokenTTL     {}s", p.id_token_ttl);
+    let r = p.refresh;
+    let opt = |v: Option<i64>| v.map_or_else(|| "never".to_string(), |s| format!("{s}s"));
+    println!(
+        "  refresh tokens reuseInterval {}s, validIfNotUsedFor {}, absoluteLifetime {}, rotation {}",
+        r.reuse_interval,
+        opt(r.valid_if_not_used_for),
+        opt(r.absolute_lifetime),
+        if r.disable_rotation { "off" } else { "on" }
+    );
+    println!("  users          {}", config.users.len());
+    for u in &config.users {
+        println!(
+            "    {} <{}> groups: [{}]",
+            u.name,
+            u.email,
+            u.groups.join(", ")
+        );
+    }
+    println!("  clients        {}", config.clients.len());
+    for c in &config.clients {
+        let kind = if c.public {
+            "public"
+        } else if c.secret.is_some() {
+            "confidential"
+        } else {
+            "confidential, secret generated at first start"
+        };
+        let kube = if c.allow_access_to_kubernetes {
+            ", may request audience kubernetes"
+        } else {
+            ""
+        };
+        println!(
+            "    {} ({kind}{kube}) redirect URIs: {}",
+            c.id,
+            c.redirect_uris.len()
+        );
+    }
+    for w in &config.warnings {
+        println!("warning: {w}");
+    }
+    Ok(())
+}
+
+fn hash_password(cost: u32) -> Result<()> {
+    let mut input = String::new();
+    std::io::stdin()
+        .read_to_string(&mut input)
+        .context("cannot read the password from stdin")?;
+    let password = input
+        .strip_suffix('\n')
+        .map(|p| p.strip_suffix('\r').unwrap_or(p))
+        .unwrap_or(&input);
+    if password.is_empty() {
+        bail!(
+            "empty password: pipe the password on stdin, e.g. `echo -n 'secret' | keygate hash-password`"
+        );
+    }
+    if password.len() > 72 {
+        bail!("bcrypt uses only the first 72 bytes of a password; use a shorter one");
+    }
+    println!("{}", bcrypt::hash(password, cost)?);
+    Ok(())
+}

@@ -1,0 +1,255 @@
+//! Signing keys: stored and shared by all replicas, rotated by whichever replica sees the deadline
+//! first (compare-and-swap, the loser re-reads), parsed once and cached with pre-serialized JWKS.
+
+use std::sync::{Arc, RwLock};
+
+use keygate_config::SigningSettings;
+use keygate_store::Store;
+use keygate_store::model::{SigningKeys, StoredSigningKey, VerificationKey};
+use serde_json::{Value, json};
+
+use crate::jose::{self, Signer};
+use crate::{ProviderError, random_id};
+
+struct KeyState {
+    /// Identifies the stored key set this cache was built from.
+    fingerprint: Vec<String>,
+    kid: String,
+    signer: Arc<Signer>,
+    jwks: Vec<Value>,
+    jwks_bytes: Arc<[u8]>,
+}
+
+pub struct KeyManager {
+    store: Store,
+    settings: SigningSettings,
+    /// Retired public keys stay published this long (the ID-token lifetime).
+    retire_after: i64,
+    state: RwLock<Arc<KeyState>>,
+}
+
+fn fingerprint(keys: &SigningKeys) -> Vec<String> {
+    let mut f = vec![keys.signing.kid.clone()];
+    f.extend(
+        keys.verification
+            .iter()
+            .map(|v| format!("{}@{}", v.kid, v.expires_at)),
+    );
+    f
+}
+
+async fn generate(settings: SigningSettings, now: i64) -> Result<StoredSigningKey, ProviderError> {
+    // RSA key generation takes tens of milliseconds: keep it off the async workers.
+    let (signer, pkcs8) = tokio::task::spawn_blocking(move || Signer::generate(settings.algorithm))
+        .await
+        .map_err(|e| ProviderError::Crypto(e.to_string()))??;
+    Ok(StoredSigningKey {
+        kid: random_id(12),
+        alg: signer.alg().to_owned(),
+        private_pkcs8: pkcs8,
+        created_at: now,
+    })
+}
+
+impl KeyManager {
+    /// Loads the stored key set, creating or rotating it when needed.
+    pub async fn start(
+        store: Store,
+        settings: SigningSettings,
+        id_token_ttl: i64,
+        now: i64,
+    ) -> Result<Self, ProviderError> {
+        let keys = Self::load_or_rotate(&store, settings, id_token_ttl, now).await?;
+        let state = Self::build_state(&keys, None)?;
+        Ok(Self {
+            store,
+            settings,
+            retire_after: id_token_ttl,
+            state: RwLock::new(Arc::new(state)),
+        })
+    }
+
+    async fn load_or_rotate(
+        store: &Store,
+        settings: SigningSettings,
+        retire_after: i64,
+        now: i64,
+    ) -> Result<SigningKeys, ProviderError> {
+        loop {
+            match store.get_versioned::<SigningKeys>(SigningKeys::ID).await? {
+                None => {
+                    let stored = generate(settings, now).await?;
+                    let keys = SigningKeys {
+                        id: SigningKeys::ID.into(),
+                        signing: stored,
+                        verification: Vec::new(),
+                        next_rotation: now + settings.rotation_period,
+                    };
+                    match store.create(&keys).await {
+                        Ok(()) => {
+                            tracing::info!(kid = %keys.signing.kid, alg = %keys.signing.alg, "created the first signing key");
+                            return Ok(keys);
+                        }
+                        // Another replica created it first: use theirs.
+                        Err(keygate_store::StoreError::AlreadyExists) => continue,
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                Some((keys, version)) => {
+                    let wrong_alg = keys.signing.alg != settings.algorithm.as_str();
+                    if now < keys.next_rotation && !wrong_alg {
+                        return Ok(keys);
+                    }
+                    let stored = generate(settings, now).await?;
+                    let old = Signer::from_stored(&keys.signing.alg, &keys.signing.private_pkcs8)?;
+                    let mut verification: Vec<VerificationKey> = keys
+                        .verification
+                        .into_iter()
+                        .filter(|v| v.expires_at > now)
+                        .collect();
+                    verification.insert(
+                        0,
+                        VerificationKey {
+                            kid: keys.signing.kid.clone(),
+                            jwk: old.public_jwk(&keys.signing.kid),
+                            expires_at: now + retire_after,
+                        },
+                    );
+                    let rotated = SigningKeys {
+                        id: SigningKeys::ID.into(),
+                        signing: stored,
+                        verification,
+                        next_rotation: now + settings.rotation_period,
+                    };
+                    if store.compare_and_swap(version, &rotated).await? {
+                        tracing::info!(kid = %rotated.signing.kid, retired = %keys.signing.kid, "rotated the signing key");
+                        return Ok(rotated);
+                    }
+                    // Lost the race to another replica: re-read its result.
+                }
+            }
+        }
+    }
+
+    fn build_state(
+        keys: &SigningKeys,
+        previous: Option<&KeyState>,
+    ) -> Result<KeyState, ProviderError> {
+        let signer = match previous {
+            Some(p) if p.kid == keys.signing.kid => p.signer.clone(),
+            _ => Arc::new(Signer::from_stored(
+                &keys.signing.alg,
+                &keys.signing.private_pkcs8,
+            )?),
+        };
+        let mut jwks = vec![signer.public_jwk(&keys.signing.kid)];
+        jwks.extend(keys.verification.iter().map(|v| v.jwk.clone()));
+        let jwks_bytes: Arc<[u8]> = serde_json::to_vec_pretty(&json!({ "keys": jwks }))
+            .map_err(|e| ProviderError::Crypto(e.to_string()))?
+            .into();
+        Ok(KeyState {
+            fingerprint: fingerprint(keys),
+            kid: keys.signing.kid.clone(),
+            signer,
+            jwks,
+            jwks_bytes,
+        })
+    }
+
+    fn current(&self) -> Arc<KeyState> {
+        match self.state.read() {
+            Ok(s) => s.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Rotates when due and picks up rotations made by other replicas. Call it periodically.
+    pub async fn refresh(&self, now: i64) -> Result<(), ProviderError> {
+        let keys = Self::load_or_rotate(&self.store, self.settings, self.retire_after, now).await?;
+        let current = self.current();
+        if current.fingerprint == fingerprint(&keys) {
+            return Ok(());
+        }
+        let next = Arc::new(Self::build_state(&keys, Some(&current))?);
+        match self.state.write() {
+            Ok(mut s) => *s = next,
+            Err(poisoned) => *poisoned.into_inner() = next,
+        }
+        Ok(())
+    }
+
+    /// The JWKS document, serialized once per key change.
+    pub fn jwks_bytes(&self) -> Arc<[u8]> {
+        self.current().jwks_bytes.clone()
+    }
+
+    pub fn algorithm(&self) -> &'static str {
+        self.current().signer.alg()
+    }
+
+    pub(crate) fn sign(&self, payload: &[u8]) -> Result<String, ProviderError> {
+        let state = self.current();
+        state.signer.sign(&state.kid, payload)
+    }
+
+    /// The payload of a token signed by one of our published keys.
+    pub(crate) fn verify(&self, token: &str) -> Option<Vec<u8>> {
+        jose::verify(token, &self.current().jwks)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc as StdArc;
+
+    use keygate_config::SigningAlgorithm;
+    use keygate_store::MemoryBackend;
+
+    use super::*;
+
+    fn settings() -> SigningSettings {
+        SigningSettings {
+            algorithm: SigningAlgorithm::Es256,
+            rotation_period: 3600,
+        }
+    }
+
+    #[tokio::test]
+    async fn rotation_keeps_old_keys_for_the_token_lifetime() {
+        let store = Store::new(StdArc::new(MemoryBackend::new()));
+        let keys = KeyManager::start(store.clone(), settings(), 600, 1_000)
+            .await
+            .unwrap();
+        let old_token = keys.sign(b"{}").unwrap();
+        assert!(keys.verify(&old_token).is_some());
+
+        // Not yet due: nothing changes.
+        keys.refresh(4_599).await.unwrap();
+        assert_eq!(keys.current().jwks.len(), 1);
+
+        // Due: a new key signs, the old one still verifies until it has been retired 600 s.
+        keys.refresh(4_600).await.unwrap();
+        let state = keys.current();
+        assert_eq!(state.jwks.len(), 2);
+        assert!(keys.verify(&old_token).is_some());
+        let new_token = keys.sign(b"{}").unwrap();
+        assert_ne!(
+            new_token.split('.').next(),
+            old_token.split('.').next(),
+            "new kid in the header"
+        );
+
+        // A second replica on the same store loads the same state without rotating again.
+        let replica = KeyManager::start(store.clone(), settings(), 600, 4_601)
+            .await
+            .unwrap();
+        assert_eq!(replica.jwks_bytes(), keys.jwks_bytes());
+
+        // After the next rotation the first key has expired from JWKS.
+        keys.refresh(4_600 + 3_600).await.unwrap();
+        assert!(keys.verify(&old_token).is_none());
+        assert!(keys.verify(&new_token).is_some());
+        replica.refresh(4_600 + 3_601).await.unwrap();
+        assert_eq!(replica.jwks_bytes(), keys.jwks_bytes(), "replicas converge");
+    }
+}

@@ -1,0 +1,81 @@
+//! Wires configuration, storage and the protocol core into a ready [`Provider`].
+
+use std::sync::Arc;
+
+use keygate_config::{Config, StorageConfig};
+use keygate_oidc::{Client, ClientRegistry, Clock, KeyManager, Provider, UserDirectory};
+use keygate_store::{MemoryBackend, SqliteBackend, Store, StoreError};
+
+/// The id of the built-in client behind the `/demo` page.
+pub const DEMO_CLIENT_ID: &str = "keygate-demo";
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("storage: {0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Provider(#[from] keygate_oidc::ProviderError),
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+pub struct Built {
+    pub provider: Provider,
+    /// Clients whose secret Keygate generated during this start.
+    pub generated_secrets: Vec<String>,
+}
+
+pub async fn open_store(storage: &StorageConfig) -> Result<Store, BuildError> {
+    Ok(match storage {
+        StorageConfig::Memory => Store::new(Arc::new(MemoryBackend::new())),
+        StorageConfig::Sqlite { path } => {
+            let path = path.to_str().ok_or_else(|| {
+                BuildError::Unsupported("the SQLite path is not valid UTF-8".into())
+            })?;
+            Store::new(Arc::new(SqliteBackend::open(path).await?))
+        }
+        StorageConfig::Postgres { .. } => {
+            return Err(BuildError::Unsupported(
+                "PostgreSQL storage is not available in this version yet; use sqlite or memory"
+                    .into(),
+            ));
+        }
+    })
+}
+
+pub async fn build_provider(config: &Config, clock: Arc<dyn Clock>) -> Result<Built, BuildError> {
+    let settings = config.provider.clone();
+    let store = open_store(&settings.storage).await?;
+    let now = clock.now();
+    let keys =
+        KeyManager::start(store.clone(), settings.signing, settings.id_token_ttl, now).await?;
+    let (mut clients, generated_secrets) =
+        ClientRegistry::build(&config.clients, &store, now).await?;
+    if settings.demo {
+        clients.insert(Client {
+            id: DEMO_CLIENT_ID.into(),
+            name: "Keygate demo".into(),
+            secret: None,
+            public: true,
+            redirect_uris: vec![keygate_oidc_endpoint(&settings.issuer, "demo/callback")],
+            trusted_peers: Vec::new(),
+            allowed_groups: Vec::new(),
+            allowed_emails: Vec::new(),
+        });
+    }
+    let users = tokio::task::spawn_blocking({
+        let users = config.users.clone();
+        move || UserDirectory::new(&users)
+    })
+    .await
+    .map_err(|e| BuildError::Unsupported(e.to_string()))?;
+    let provider = Provider::new(settings, store, keys, clients, users, clock);
+    Ok(Built {
+        provider,
+        generated_secrets,
+    })
+}
+
+fn keygate_oidc_endpoint(issuer: &str, path: &str) -> String {
+    format!("{}/{path}", issuer.trim_end_matches('/'))
+}

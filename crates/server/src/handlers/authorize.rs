@@ -1,0 +1,265 @@
+//! The browser side of the code flow: `/auth`, the connector chooser and the password form.
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::Response;
+use keygate_oidc::{
+    AuthorizeError, AuthorizeParams, ErrorCode, LOCAL_CONNECTOR, LoginOutcome, OAuthError,
+};
+use minijinja::context;
+
+use crate::AppState;
+use crate::form::parse_params;
+use crate::respond::{found, see_other};
+
+fn params(map: &HashMap<String, String>) -> AuthorizeParams {
+    let get = |k: &str| map.get(k).cloned();
+    AuthorizeParams {
+        client_id: get("client_id"),
+        redirect_uri: get("redirect_uri"),
+        response_type: get("response_type"),
+        scope: get("scope"),
+        state: get("state"),
+        nonce: get("nonce"),
+        code_challenge: get("code_challenge"),
+        code_challenge_method: get("code_challenge_method"),
+    }
+}
+
+/// An OAuth error shown as a page (never a redirect to an untrusted URI).
+fn error_page(s: &AppState, err: &OAuthError) -> Response {
+    if err.code == ErrorCode::ServerError {
+        return s.pages.error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Something went wrong",
+            "The sign-in service hit an internal error. Try again in a moment.",
+            None,
+        );
+    }
+    s.pages.error(
+        StatusCode::BAD_REQUEST,
+        "This sign-in request cannot continue",
+        &err.description,
+        Some("Go back to the application and start the sign-in again."),
+    )
+}
+
+fn authorize_error(s: &AppState, err: AuthorizeError) -> Response {
+    match err {
+        AuthorizeError::Page(e) => error_page(s, &e),
+        AuthorizeError::Redirect { url, .. } => see_other(&url),
+    }
+}
+
+/// The connectors offered at `/auth`: `(id, display name, type)`.
+fn connectors(s: &AppState) -> Vec<(&'static str, &'static str, &'static str)> {
+    let mut list = Vec::new();
+    if s.provider.has_local_users() {
+        list.push((LOCAL_CONNECTOR, "Email", "local"));
+    }
+    list
+}
+
+fn parse_strict(raw: &[u8]) -> Result<HashMap<String, String>, OAuthError> {
+    parse_params(raw).map_err(|name| {
+        OAuthError::invalid_request(format!("The parameter {name:?} appears more than once."))
+    })
+}
+
+pub async fn start(State(s): State<AppState>, RawQuery(q): RawQuery) -> Response {
+    let raw = q.unwrap_or_default();
+    begin(&s, raw.as_bytes(), &raw)
+}
+
+/// OpenID Connect also allows the authorization request as a form POST.
+pub async fn start_post(State(s): State<AppState>, body: Bytes) -> Response {
+    let query: String = String::from_utf8_lossy(&body).into_owned();
+    begin(&s, &body, &query)
+}
+
+fn begin(s: &AppState, raw: &[u8], query: &str) -> Response {
+    let map = match parse_strict(raw) {
+        Ok(m) => m,
+        Err(e) => return error_page(s, &e),
+    };
+    let p = params(&map);
+    let (client, _) = match s.provider.validate_authorize(&p) {
+        Ok(v) => v,
+        Err(e) => return authorize_error(s, e),
+    };
+    let list = connectors(s);
+    match list.as_slice() {
+        [] => s.pages.error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "No sign-in method is configured",
+            "This provider has no users or identity providers yet.",
+            Some("Add a User manifest or an identity provider to the configuration."),
+        ),
+        [(id, _, _)] => found(&format!(
+            "{}?{query}",
+            s.provider.endpoint(&format!("auth/{id}"))
+        )),
+        many => {
+            let items: Vec<_> = many
+                .iter()
+                .map(|(id, name, kind)| {
+                    context! { name => *name, type => *kind, url => format!("{}?{query}", s.provider.endpoint(&format!("auth/{id}"))) }
+                })
+                .collect();
+            s.pages.render(
+                StatusCode::OK,
+                "chooser.html",
+                context! { connectors => items, client_name => client.name.clone() },
+            )
+        }
+    }
+}
+
+pub async fn connector(
+    State(s): State<AppState>,
+    Path(connector): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Response {
+    if !connectors(&s).iter().any(|(id, _, _)| *id == connector) {
+        return s.pages.error(
+            StatusCode::NOT_FOUND,
+            "Unknown sign-in method",
+            "This sign-in method does not exist.",
+            None,
+        );
+    }
+    let map = match parse_strict(q.unwrap_or_default().as_bytes()) {
+        Ok(m) => m,
+        Err(e) => return error_page(&s, &e),
+    };
+    match s.provider.authorize(&params(&map), &connector).await {
+        Ok(request) => found(&login_url(&s, &connector, &request.id)),
+        Err(e) => authorize_error(&s, e),
+    }
+}
+
+fn login_url(s: &AppState, connector: &str, request_id: &str) -> String {
+    let query = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("state", request_id)
+        .finish();
+    format!(
+        "{}?{query}",
+        s.provider.endpoint(&format!("auth/{connector}/login"))
+    )
+}
+
+fn request_id(q: Option<String>) -> String {
+    q.and_then(|q| parse_params(q.as_bytes()).ok())
+        .and_then(|m| m.get("state").cloned())
+        .unwrap_or_default()
+}
+
+fn expired_page(s: &AppState) -> Response {
+    s.pages.error(
+        StatusCode::BAD_REQUEST,
+        "This sign-in has expired",
+        "The sign-in request is unknown or too old.",
+        Some("Go back to the application and start the sign-in again."),
+    )
+}
+
+fn render_form(
+    s: &AppState,
+    status: StatusCode,
+    connector: &str,
+    id: &str,
+    client_name: Option<String>,
+    login: &str,
+    error: Option<&str>,
+) -> Response {
+    s.pages.render(
+        status,
+        "login.html",
+        context! {
+            connector_name => "Email",
+            username_prompt => "Email address",
+            post_url => login_url(s, connector, id),
+            login_value => login,
+            client_name,
+            error,
+        },
+    )
+}
+
+pub async fn login_form(
+    State(s): State<AppState>,
+    Path(connector): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Response {
+    let id = request_id(q);
+    let request = match s.provider.auth_request(&id).await {
+        Ok(Some(r)) if r.connector_id == connector => r,
+        Ok(_) => return expired_page(&s),
+        Err(e) => return error_page(&s, &e),
+    };
+    let client_name = s
+        .provider
+        .client(&request.client_id)
+        .map(|c| c.name.clone());
+    render_form(&s, StatusCode::OK, &connector, &id, client_name, "", None)
+}
+
+/// Refuses form posts from other sites (login CSRF). Browsers send `Origin` and
+/// `Sec-Fetch-Site` on cross-site posts; scripts send neither and are not a CSRF vector.
+fn cross_site(s: &AppState, headers: &HeaderMap) -> bool {
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    let fetch_site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
+    matches!(origin, Some(o) if o != s.origin) || fetch_site == Some("cross-site")
+}
+
+pub async fn login_submit(
+    State(s): State<AppState>,
+    Path(connector): Path<String>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if cross_site(&s, &headers) {
+        return s.pages.error(
+            StatusCode::FORBIDDEN,
+            "Sign-in refused",
+            "The form was submitted from another site.",
+            None,
+        );
+    }
+    let id = request_id(q);
+    let request = match s.provider.auth_request(&id).await {
+        Ok(Some(r)) if r.connector_id == connector => r,
+        Ok(_) => return expired_page(&s),
+        Err(e) => return error_page(&s, &e),
+    };
+    let form = match parse_strict(&body) {
+        Ok(f) => f,
+        Err(e) => return error_page(&s, &e),
+    };
+    let login = form.get("login").map(String::as_str).unwrap_or("");
+    let password = form.get("password").map(String::as_str).unwrap_or("");
+    match s.provider.login_password(&id, login, password).await {
+        Ok(LoginOutcome::Redirect(url)) => see_other(&url),
+        Ok(LoginOutcome::InvalidCredentials) => {
+            let client_name = s
+                .provider
+                .client(&request.client_id)
+                .map(|c| c.name.clone());
+            let shown_login: String = login.chars().take(256).collect();
+            render_form(
+                &s,
+                StatusCode::UNAUTHORIZED,
+                &connector,
+                &id,
+                client_name,
+                &shown_login,
+                Some("Invalid email address or password."),
+            )
+        }
+        Err(e) => error_page(&s, &e),
+    }
+}

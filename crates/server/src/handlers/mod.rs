@@ -1,0 +1,75 @@
+mod authorize;
+mod demo;
+mod meta;
+mod token;
+
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::timeout::TimeoutLayer;
+
+use crate::AppState;
+
+/// Bodies larger than this are refused before parsing (token and login forms are tiny).
+const MAX_BODY: usize = 64 * 1024;
+
+/// All provider routes, mounted under the issuer's path.
+pub fn router(state: AppState) -> Router {
+    let routes = Router::new()
+        .route("/", get(meta::welcome))
+        .route("/.well-known/openid-configuration", get(meta::discovery))
+        .route("/keys", get(meta::keys))
+        .route("/healthz", get(meta::healthz))
+        .route("/readyz", get(meta::readyz))
+        .route("/static/{file}", get(meta::static_file))
+        .route("/auth", get(authorize::start).post(authorize::start_post))
+        .route("/auth/{connector}", get(authorize::connector))
+        .route(
+            "/auth/{connector}/login",
+            get(authorize::login_form).post(authorize::login_submit),
+        )
+        .route("/token", post(token::token))
+        .route("/token/introspect", post(token::introspect))
+        .route("/userinfo", get(token::userinfo).post(token::userinfo))
+        .route("/demo", get(demo::start))
+        .route("/demo/callback", get(demo::callback))
+        .fallback(meta::not_found)
+        .with_state(state.clone());
+    let app = if state.base_path.is_empty() {
+        routes
+    } else {
+        Router::new()
+            .nest(&state.base_path, routes)
+            .fallback(meta::not_found_bare)
+    };
+    app.layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(30),
+        ))
+        .layer(CatchPanicLayer::custom(meta::panic_response))
+        .layer(middleware::from_fn(access_log))
+}
+
+/// One line per request: method, path (never the query: it can hold codes), status, duration.
+async fn access_log(req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16();
+    let ms = start.elapsed().as_secs_f64() * 1000.0;
+    if path.ends_with("/healthz") || path.ends_with("/readyz") {
+        tracing::debug!(%method, %path, status, ms, "request");
+    } else if status >= 500 {
+        tracing::warn!(%method, %path, status, ms, "request");
+    } else {
+        tracing::info!(%method, %path, status, ms, "request");
+    }
+    resp
+}
