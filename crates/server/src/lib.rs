@@ -9,6 +9,7 @@ mod respond;
 mod serve;
 mod state;
 
+pub use axum::Router;
 pub use build::{BuildError, Built, build_provider};
 pub use handlers::router;
 pub use pages::Pages;
