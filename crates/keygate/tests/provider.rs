@@ -205,7 +205,15 @@ async fn bad_token_requests_change_nothing() {
         f
     };
     let long = "x".repeat(5000);
-    let cases: Vec<(&str, Option<(&str, &str)>, Vec<(&str, String)>, u16, &str)> = vec![
+    /// (name, Basic credentials, form, expected status, expected error)
+    type Case<'a> = (
+        &'a str,
+        Option<(&'a str, &'a str)>,
+        Vec<(&'a str, String)>,
+        u16,
+        &'a str,
+    );
+    let cases: Vec<Case> = vec![
         (
             "unknown client",
             Some(("nobody", "x")),
