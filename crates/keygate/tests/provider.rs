@@ -814,3 +814,61 @@ async fn es256_signing() {
             .is_some()
     );
 }
+
+/// A refresh re-checks the user against the current configuration: group changes reach the new
+/// ID token, the client's filters apply, and deleted users are refused.
+#[tokio::test]
+async fn refresh_rechecks_the_user_after_a_configuration_change() {
+    let dir = temp_dir("recheck");
+    let spec = format!(
+        "  storage: {{type: sqlite, path: {}}}\n  refreshTokens: {{reuseInterval: 0s}}\n",
+        dir.join("k.db").display()
+    );
+    let app = spawn_app_with(&spec, &fixture_manifests(), None).await;
+    let tokens = app.app_tokens(SCOPES).await;
+    let refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
+    let port = app.stop().await;
+
+    // jane moves from devs to ops.
+    let moved = fixture_manifests()
+        .replace(
+            "spec: {name: devs, members: [{kind: User, name: jane}]}",
+            "spec: {name: devs, members: []}",
+        )
+        .replace(
+            "spec: {name: ops, members: [{kind: User, name: john}]}",
+            "spec: {name: ops, members: [{kind: User, name: john}, {kind: User, name: jane}]}",
+        );
+    let app = spawn_app_with(&spec, &moved, Some(port)).await;
+    let (s, r) = app
+        .token(
+            Some((APP, "app-secret")),
+            &[("grant_type", "refresh_token"), ("refresh_token", &refresh)],
+        )
+        .await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(
+        claims(r["id_token"].as_str().unwrap())["groups"],
+        serde_json::json!(["ops"])
+    );
+    let refresh = r["refresh_token"].as_str().unwrap().to_owned();
+    let port = app.stop().await;
+
+    // jane is deleted.
+    let deleted = fixture_manifests().replace(
+        "metadata: {name: jane}\nspec: {email: jane@example.com",
+        "metadata: {name: janet}\nspec: {email: janet@example.com",
+    );
+    let app = spawn_app_with(&spec, &deleted, Some(port)).await;
+    let (s, r) = app
+        .token(
+            Some((APP, "app-secret")),
+            &[("grant_type", "refresh_token"), ("refresh_token", &refresh)],
+        )
+        .await;
+    assert_eq!(
+        (s, r["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{r}"
+    );
+}

@@ -330,7 +330,10 @@ impl Provider {
         }
         let identity = match self.users.check_password(login, password, self.now()).await {
             LoginResult::Ok(identity) => identity,
-            LoginResult::Invalid => return Ok(LoginOutcome::InvalidCredentials),
+            LoginResult::Invalid => {
+                tracing::info!(login = %login.chars().take(64).collect::<String>(), client = %request.client_id, "login failed: invalid credentials");
+                return Ok(LoginOutcome::InvalidCredentials);
+            }
         };
         self.finish_login(request, identity).await
     }

@@ -25,6 +25,7 @@ pub struct TestApp {
     pub clock: ManualClock,
     pub provider: Arc<Provider>,
     pub dir: std::path::PathBuf,
+    pub server: tokio::task::JoinHandle<()>,
 }
 
 /// Users jane (groups devs, everyone) and john (group ops); a confidential client `app` trusted by
@@ -102,13 +103,24 @@ pub fn http_client() -> reqwest::Client {
 
 /// Starts a server with `extra_spec` lines appended to the KeygateConfig spec.
 pub async fn spawn_app(extra_spec: &str) -> TestApp {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    spawn_app_with(
+        &format!("  storage: {{type: memory}}\n{extra_spec}"),
+        &fixture_manifests(),
+        None,
+    )
+    .await
+}
+
+/// Starts a server from a spec fragment and manifests; `port` reuses an issuer (a "restart").
+pub async fn spawn_app_with(spec: &str, manifests: &str, port: Option<u16>) -> TestApp {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port.unwrap_or(0)))
+        .await
+        .unwrap();
     let port = listener.local_addr().unwrap().port();
     let issuer = format!("http://127.0.0.1:{port}/");
     let dir = temp_dir("app");
     let yaml = format!(
-        "apiVersion: keygate.io/v1alpha1\nkind: KeygateConfig\nspec:\n  issuer: {issuer}\n  listen: 127.0.0.1:{port}\n  storage: {{type: memory}}\n{extra_spec}{}",
-        fixture_manifests()
+        "apiVersion: keygate.io/v1alpha1\nkind: KeygateConfig\nspec:\n  issuer: {issuer}\n  listen: 127.0.0.1:{port}\n{spec}{manifests}"
     );
     let path = dir.join("keygate.yaml");
     std::fs::write(&path, yaml).unwrap();
@@ -125,7 +137,7 @@ pub async fn spawn_app(extra_spec: &str) -> TestApp {
     )
     .unwrap();
     let app = router(AppState::new(provider.clone(), Arc::new(pages)));
-    tokio::spawn(async move {
+    let server = tokio::spawn(async move {
         axum_serve(listener, app).await;
     });
     TestApp {
@@ -136,6 +148,7 @@ pub async fn spawn_app(extra_spec: &str) -> TestApp {
         clock,
         provider,
         dir,
+        server,
     }
 }
 
@@ -153,6 +166,14 @@ impl std::ops::Deref for TestApp {
 }
 
 impl TestApp {
+    /// Stops serving and returns the port, so a new instance can take over the issuer.
+    pub async fn stop(self) -> u16 {
+        let port = url::Url::parse(&self.web.issuer).unwrap().port().unwrap();
+        self.server.abort();
+        let _ = self.server.await;
+        port
+    }
+
     pub fn store(&self) -> &Store {
         self.provider.store()
     }
