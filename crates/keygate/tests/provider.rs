@@ -746,16 +746,25 @@ async fn login_form_failures() {
                 .contains("Invalid email address or password")
         );
     }
-    // Cross-site form posts are refused (login CSRF).
-    let r = app
-        .http
-        .post(&form_url)
-        .header("origin", "https://evil.example.com")
-        .form(&[("login", "jane@example.com"), ("password", "password")])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 403);
+    // Form posts from other origins are refused (login CSRF); same-origin browser posts pass.
+    let wrong = [("login", "jane@example.com"), ("password", "wrong")];
+    for (header, value, status) in [
+        ("origin", "https://evil.example.com", 403),
+        ("sec-fetch-site", "cross-site", 403),
+        ("sec-fetch-site", "same-site", 403),
+        ("sec-fetch-site", "same-origin", 401),
+        ("origin", "null", 401),
+    ] {
+        let r = app
+            .http
+            .post(&form_url)
+            .header(header, value)
+            .form(&wrong)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "{header}: {value}");
+    }
     // Login is case-insensitive on the email; the request is single-use.
     let r = app
         .http

@@ -20,7 +20,7 @@ pub const STYLESHEET: &str = include_str!("../static/keygate.css");
 pub const FAVICON: &str = include_str!("../static/favicon.svg");
 
 /// Security headers for every page: no framing (clickjacking on the login form), no sniffing,
-/// no referrer leaking codes.
+/// no referrer (which may hold codes) sent to other sites.
 const CSP: &str = "default-src 'none'; style-src 'self' https: http:; img-src 'self' data: https: http:; \
                    frame-ancestors 'none'; base-uri 'none'";
 

@@ -207,12 +207,15 @@ pub async fn login_form(
     render_form(&s, StatusCode::OK, &connector, &id, client_name, "", None)
 }
 
-/// Refuses form posts from other sites (login CSRF). Browsers send `Origin` and
-/// `Sec-Fetch-Site` on cross-site posts; scripts send neither and are not a CSRF vector.
+/// Refuses form posts from other origins (login CSRF). Browsers say where a request comes from in
+/// `Sec-Fetch-Site`; older ones only in `Origin` (which is "null" under some referrer policies).
+/// Scripts send neither and are not a CSRF vector.
 fn cross_site(s: &AppState, headers: &HeaderMap) -> bool {
-    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
-    let fetch_site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
-    matches!(origin, Some(o) if o != s.origin) || fetch_site == Some("cross-site")
+    let value = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(site) = value(header::HeaderName::from_static("sec-fetch-site")) {
+        return !matches!(site, "same-origin" | "none");
+    }
+    matches!(value(header::ORIGIN), Some(o) if o != "null" && o != s.origin)
 }
 
 pub async fn login_submit(
