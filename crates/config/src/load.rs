@@ -464,6 +464,16 @@ fn provider(
                 optional_lifetime(doc, "spec.refreshTokens.absoluteLifetime", v)?;
         }
         refresh.disable_rotation = r.disable_rotation.unwrap_or(false);
+        refresh.revoke_on_reuse = r.revoke_on_reuse.unwrap_or(false);
+        refresh.max_sessions_per_client = match r.max_sessions_per_client {
+            Some(0) => {
+                return Err(doc.err(
+                    "spec.refreshTokens.maxSessionsPerClient",
+                    "must be at least 1 (leave it out for no limit)",
+                ));
+            }
+            other => other,
+        };
     }
     if let Some(abs) = refresh.absolute_lifetime
         && id_token_ttl > abs

@@ -103,6 +103,10 @@ pub struct RefreshTokensSpec {
     pub absolute_lifetime: Option<String>,
     #[serde(default)]
     pub disable_rotation: Option<bool>,
+    #[serde(default)]
+    pub revoke_on_reuse: Option<bool>,
+    #[serde(default)]
+    pub max_sessions_per_client: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]

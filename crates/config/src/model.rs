@@ -57,6 +57,10 @@ pub struct RefreshPolicy {
     /// Expiry counted from the family's creation; `None` means never.
     pub absolute_lifetime: Option<i64>,
     pub disable_rotation: bool,
+    /// Replay detection: an obsolete token presented outside the window revokes the family.
+    pub revoke_on_reuse: bool,
+    /// At most this many families per user and client; the oldest goes first.
+    pub max_sessions_per_client: Option<u32>,
 }
 
 impl Default for RefreshPolicy {
@@ -66,6 +70,8 @@ impl Default for RefreshPolicy {
             valid_if_not_used_for: Some(2190 * 3600),
             absolute_lifetime: Some(24 * 3600),
             disable_rotation: false,
+            revoke_on_reuse: false,
+            max_sessions_per_client: None,
         }
     }
 }

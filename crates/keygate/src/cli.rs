@@ -39,6 +39,9 @@ SIGINT/SIGTERM stop accepting connections and let requests in flight finish."
         #[arg(long, short, env = "KEYGATE_CONFIG", value_name = "PATH")]
         config: PathBuf,
     },
+    /// List or revoke sessions (refresh-token families) in the configured storage.
+    #[command(subcommand)]
+    Sessions(SessionsCommand),
     /// Read a password on stdin and print a bcrypt hash for User.spec.password.
     #[command(
         after_help = "Example:\n  echo -n 'correct horse' | keygate hash-password\n\n\
@@ -48,5 +51,35 @@ The hash works in Deckhouse User manifests and Dex staticPasswords alike."
         /// bcrypt cost (10 to 16; each step doubles the time of every login).
         #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(10..=16))]
         cost: u32,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SessionsCommand {
+    /// List live sessions: one per login with offline_access (kubeconfig, device, browser).
+    List {
+        /// Configuration file or directory (for the storage settings).
+        #[arg(long, short, env = "KEYGATE_CONFIG", value_name = "PATH")]
+        config: PathBuf,
+        /// Only this user's sessions (email or User name).
+        #[arg(long)]
+        user: Option<String>,
+        /// Print JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke sessions: the refresh tokens stop working at once (ID tokens already issued stay
+    /// valid until they expire, idTokenTTL).
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["id", "user"])))]
+    Revoke {
+        /// Configuration file or directory (for the storage settings).
+        #[arg(long, short, env = "KEYGATE_CONFIG", value_name = "PATH")]
+        config: PathBuf,
+        /// The session id (first column of `sessions list`).
+        #[arg(long)]
+        id: Option<String>,
+        /// Every session of this user (email or User name).
+        #[arg(long)]
+        user: Option<String>,
     },
 }

@@ -7,7 +7,7 @@ use keygate_config::{Config, StorageConfig};
 use keygate_oidc::SystemClock;
 use keygate_server::{AppState, Pages, build_provider, router, serve};
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, SessionsCommand};
 use crate::logging;
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -23,6 +23,7 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::CheckConfig { config } => check_config(&config),
         Command::HashPassword { cost } => hash_password(cost),
+        Command::Sessions(cmd) => runtime()?.block_on(sessions(cmd)),
     }
 }
 
@@ -228,5 +229,66 @@ fn hash_password(cost: u32) -> Result<()> {
         bail!("bcrypt uses only the first 72 bytes of a password; use a shorter one");
     }
     println!("{}", bcrypt::hash(password, cost)?);
+    Ok(())
+}
+
+async fn open_configured_store(path: &std::path::Path) -> Result<keygate_store::Store> {
+    let config = keygate_config::load(path)?;
+    if config.provider.storage == StorageConfig::Memory {
+        bail!(
+            "the configuration uses memory storage: sessions live only inside the running `keygate serve`"
+        );
+    }
+    Ok(keygate_server::open_store(&config.provider.storage).await?)
+}
+
+fn time_label(t: Option<i64>) -> String {
+    t.map_or_else(|| "never".into(), |t| t.to_string())
+}
+
+async fn sessions(cmd: SessionsCommand) -> Result<()> {
+    use keygate_oidc::{Clock, sessions};
+    let now = SystemClock.now();
+    match cmd {
+        SessionsCommand::List { config, user, json } => {
+            let store = open_configured_store(&config).await?;
+            let list = sessions::list(&store, user.as_deref(), now).await?;
+            if json {
+                for s in &list {
+                    println!("{}", serde_json::to_string(s)?);
+                }
+                return Ok(());
+            }
+            println!(
+                "{:<24} {:<28} {:<32} {:<12} {:<12} EXPIRES",
+                "ID", "USER", "CLIENT", "CREATED", "LAST USED"
+            );
+            for s in &list {
+                println!(
+                    "{:<24} {:<28} {:<32} {:<12} {:<12} {}",
+                    s.id,
+                    s.email,
+                    s.client_id,
+                    s.created_at,
+                    s.last_used,
+                    time_label(s.expires_at)
+                );
+            }
+            println!("{} session(s); times are unix seconds", list.len());
+        }
+        SessionsCommand::Revoke { config, id, user } => {
+            let store = open_configured_store(&config).await?;
+            if let Some(id) = id {
+                if !sessions::revoke_id(&store, &id).await? {
+                    bail!("no session {id}");
+                }
+                println!("revoked session {id}");
+            }
+            if let Some(user) = user {
+                let n = sessions::revoke_user(&store, &user).await?;
+                println!("revoked {n} session(s) of {user}");
+            }
+        }
+    }
     Ok(())
 }

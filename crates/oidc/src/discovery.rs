@@ -17,6 +17,7 @@ pub(crate) fn document(issuer: &str, alg: &str) -> Vec<u8> {
         "jwks_uri": endpoint(issuer, "keys"),
         "userinfo_endpoint": endpoint(issuer, "userinfo"),
         "introspection_endpoint": endpoint(issuer, "token/introspect"),
+        "revocation_endpoint": endpoint(issuer, "token/revoke"),
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
         "grant_types_supported": ["authorization_code", "refresh_token"],
@@ -26,6 +27,7 @@ pub(crate) fn document(issuer: &str, alg: &str) -> Vec<u8> {
         "scopes_supported": ["openid", "email", "groups", "profile", "offline_access", "federated:id"],
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         "claims_supported": [
             "iss", "sub", "aud", "iat", "exp", "azp", "nonce", "at_hash", "c_hash",
             "email", "email_verified", "groups", "name", "preferred_username", "federated_claims"

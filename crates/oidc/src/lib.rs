@@ -9,6 +9,7 @@ mod discovery;
 mod error;
 mod jose;
 mod keys;
+mod metrics;
 mod provider;
 mod random;
 mod scopes;
@@ -19,8 +20,10 @@ pub use clients::{Client, ClientAuth, ClientRegistry, KUBERNETES_CLIENT_ID};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{ErrorCode, OAuthError, ProviderError};
 pub use keys::KeyManager;
+pub use metrics::{Counter, Metrics};
 pub use provider::{
-    AuthorizeError, AuthorizeParams, LoginOutcome, Provider, TokenRequest, TokenResponse,
+    AuthorizeError, AuthorizeParams, LoginOutcome, Provider, SessionInfo, TokenRequest,
+    TokenResponse, sessions,
 };
 pub use random::random_id;
 

@@ -10,7 +10,7 @@ mod serve;
 mod state;
 
 pub use axum::Router;
-pub use build::{BuildError, Built, build_provider};
+pub use build::{BuildError, Built, build_provider, open_store};
 pub use handlers::router;
 pub use pages::Pages;
 pub use serve::{ServeError, serve};

@@ -178,6 +178,11 @@ impl TestApp {
         self.provider.store()
     }
 
+    pub fn clock_now(&self) -> i64 {
+        use keygate_oidc::Clock;
+        self.clock.now()
+    }
+
     /// Everything in storage, for "changed nothing" assertions.
     pub async fn snapshot(&self) -> Vec<(Kind, Vec<keygate_store::Versioned>)> {
         let mut out = Vec::new();

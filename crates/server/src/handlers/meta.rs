@@ -52,6 +52,18 @@ pub async fn readyz(State(s): State<AppState>) -> Response {
     }
 }
 
+/// Prometheus text exposition.
+pub async fn metrics(State(s): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        s.provider.metrics().render(),
+    )
+        .into_response()
+}
+
 pub async fn static_file(Path(file): Path<String>) -> Response {
     let (body, mime) = match file.as_str() {
         "keygate.css" => (STYLESHEET, "text/css; charset=utf-8"),

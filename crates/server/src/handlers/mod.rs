@@ -35,6 +35,8 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/token", post(token::token))
         .route("/token/introspect", post(token::introspect))
+        .route("/token/revoke", post(token::revoke))
+        .route("/metrics", get(meta::metrics))
         .route("/userinfo", get(token::userinfo).post(token::userinfo))
         .route("/demo", get(demo::start))
         .route("/demo/callback", get(demo::callback))

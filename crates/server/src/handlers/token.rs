@@ -137,6 +137,22 @@ pub async fn introspect(State(s): State<AppState>, headers: HeaderMap, body: Byt
     }
 }
 
+/// RFC 7009: 200 with an empty body, whether or not the token existed.
+pub async fn revoke(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let basic = is_basic(&headers);
+    let result = async {
+        let form = form(&headers, &body)?;
+        let auth = client_auth(&headers, &form)?;
+        let token = form.get("token").map(String::as_str).unwrap_or("");
+        s.provider.revoke(&auth, token).await
+    }
+    .await;
+    match result {
+        Ok(()) => (StatusCode::OK, [(header::CACHE_CONTROL, "no-store")]).into_response(),
+        Err(e) => oauth_error(&e, basic),
+    }
+}
+
 /// RFC 6750 bearer token from the header (or, on POST, the `access_token` form field).
 pub async fn userinfo(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     let from_header = headers
