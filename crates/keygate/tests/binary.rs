@@ -369,3 +369,196 @@ fn hash_password_round_trip_and_usage_errors() {
     assert!(help.status.success());
     assert!(String::from_utf8_lossy(&help.stdout).contains("KEYGATE_CONFIG"));
 }
+
+fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("no metric {name} in {text}"))
+}
+
+/// The acceptance storm: 64 concurrent refreshes of one token, split across two `keygate serve`
+/// processes on one SQLite file: all succeed with the same new token after one rotation, and the
+/// processes made one upstream refresh between them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_refreshes_across_two_processes_rotate_once() {
+    let dir = temp_dir("storm2");
+    let db = dir.join("keygate.db");
+    let mut webs = Vec::new();
+    let mut servers = Vec::new();
+    for name in ["a", "b"] {
+        let sub = dir.join(name);
+        std::fs::create_dir_all(&sub).unwrap();
+        let port = free_port();
+        let path = sub.join("keygate.yaml");
+        // The real binaries read the system clock: a 2 s reuse window lets the test wait it out.
+        std::fs::write(
+            &path,
+            format!(
+                "apiVersion: keygate.io/v1alpha1\nkind: KeygateConfig\nspec:\n  issuer: http://127.0.0.1:{port}/\n  listen: 127.0.0.1:{port}\n  storage: {{type: sqlite, path: {}}}\n  refreshTokens: {{reuseInterval: 2s}}\n{}",
+                db.display(),
+                fixture_manifests()
+            ),
+        )
+        .unwrap();
+        let web = Http {
+            issuer: format!("http://127.0.0.1:{port}/"),
+            http: http_client(),
+        };
+        servers.push(start(&path, &web.url("healthz"), &web.http).await);
+        webs.push(web);
+    }
+    let original = webs[0]
+        .app_tokens("openid email groups offline_access")
+        .await["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let upstream = |web: &Http| {
+        let url = web.url("metrics");
+        let http = web.http.clone();
+        async move {
+            metric(
+                &http.get(url).send().await.unwrap().text().await.unwrap(),
+                "keygate_upstream_refreshes_total",
+            )
+        }
+    };
+    let before = upstream(&webs[0]).await + upstream(&webs[1]).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+
+    let mut tasks = Vec::new();
+    for i in 0..64 {
+        let web = Http {
+            issuer: webs[i % 2].issuer.clone(),
+            http: webs[i % 2].http.clone(),
+        };
+        let token = original.clone();
+        tasks.push(tokio::spawn(async move {
+            web.token(
+                Some((APP, "app-secret")),
+                &[("grant_type", "refresh_token"), ("refresh_token", &token)],
+            )
+            .await
+        }));
+    }
+    let mut issued = std::collections::BTreeSet::new();
+    for t in tasks {
+        let (status, body) = t.await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        issued.insert(body["refresh_token"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(
+        issued.len(),
+        1,
+        "all 64 callers got the same new refresh token: {issued:?}"
+    );
+    let new = issued.into_iter().next().unwrap();
+    assert_ne!(new, original);
+    let after = upstream(&webs[0]).await + upstream(&webs[1]).await;
+    assert_eq!(
+        after - before,
+        1,
+        "one upstream refresh across both processes"
+    );
+
+    for s in servers {
+        s.stop();
+    }
+    let store = keygate_store::Store::new(std::sync::Arc::new(
+        keygate_store::SqliteBackend::open(db.to_str().unwrap())
+            .await
+            .unwrap(),
+    ));
+    let (id, secret) = original.split_once('.').unwrap();
+    let stored: keygate_store::model::RefreshToken = store.get(id).await.unwrap().unwrap();
+    assert_eq!(
+        format!("{}.{}", stored.id, stored.token),
+        new,
+        "storage shows the one rotation"
+    );
+    assert_eq!(stored.obsolete_token.as_deref(), Some(secret));
+}
+
+#[tokio::test]
+async fn sessions_cli_lists_and_revokes() {
+    let dir = temp_dir("sessions");
+    let port = free_port();
+    let cfg = config(&dir, port, "http", "");
+    let web = Http {
+        issuer: format!("http://127.0.0.1:{port}/"),
+        http: http_client(),
+    };
+    let server = start(&cfg, &web.url("healthz"), &web.http).await;
+    let first = web.app_tokens("openid email offline_access").await["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let second = web.app_tokens("openid email offline_access").await["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let cli = |args: &[&str]| {
+        Command::new(BIN)
+            .args(["sessions"])
+            .args(args)
+            .arg("--config")
+            .arg(&cfg)
+            .output()
+            .unwrap()
+    };
+    let out = cli(&["list", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(listed.len(), 2);
+    assert!(
+        listed
+            .iter()
+            .all(|s| s["email"] == "jane@example.com" && s["client_id"] == APP)
+    );
+    let table =
+        String::from_utf8_lossy(&cli(&["list", "--user", "john@example.com"]).stdout).into_owned();
+    assert!(table.contains("0 session(s)"), "{table}");
+
+    let id = first.split('.').next().unwrap();
+    let out = cli(&["revoke", "--id", id]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let refresh = |t: String| {
+        let web = &web;
+        async move {
+            web.token(
+                Some((APP, "app-secret")),
+                &[("grant_type", "refresh_token"), ("refresh_token", &t)],
+            )
+            .await
+            .0
+        }
+    };
+    assert_eq!(refresh(first).await, 400, "revoked by id");
+    assert_eq!(
+        refresh(second.clone()).await,
+        200,
+        "the other session lives"
+    );
+    let out = cli(&["revoke", "--user", "jane@example.com"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("revoked 1 session(s)"));
+    assert_eq!(refresh(second).await, 400, "revoked by user");
+    assert_eq!(
+        cli(&["revoke"]).status.code(),
+        Some(2),
+        "--id or --user is required"
+    );
+    assert_eq!(cli(&["revoke", "--id", "nope"]).status.code(), Some(1));
+    server.stop();
+}
