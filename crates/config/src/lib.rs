@@ -8,6 +8,7 @@ mod groups;
 mod load;
 mod manifests;
 mod model;
+mod net;
 mod password;
 mod secret;
 
@@ -15,5 +16,6 @@ pub use duration::parse_duration;
 pub use error::ConfigError;
 pub use load::load;
 pub use model::*;
+pub use net::IpNet;
 pub use password::{MAX_BCRYPT_COST, MIN_BCRYPT_COST, PasswordHash};
 pub use secret::Secret;

@@ -1,4 +1,4 @@
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -21,11 +21,6 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
             err.file = Some(file.clone());
             err
         })?;
-        let mtime = std::fs::metadata(file)
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map(|d| d.as_secs() as i64);
         let values: Vec<Value> = serde_saphyr::from_multiple(&text).map_err(|e| {
             let mut err = ConfigError::new(format!("invalid YAML: {e}"));
             err.file = Some(file.clone());
@@ -40,7 +35,24 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
                 document: i + 1,
                 object: None,
             };
-            docs.push(Document::parse(value, at, mtime)?);
+            // `kubectl get a,b -o yaml` prints one `kind: List` holding the objects.
+            if value.get("kind").and_then(Value::as_str) == Some("List")
+                && value.get("apiVersion").and_then(Value::as_str) == Some("v1")
+            {
+                let items = match value.get("items") {
+                    Some(Value::Array(items)) => items.clone(),
+                    _ => {
+                        return Err(ConfigError::new("a List needs an items array")
+                            .field("items")
+                            .at(&at));
+                    }
+                };
+                for item in items {
+                    docs.push(Document::parse(item, at.clone())?);
+                }
+                continue;
+            }
+            docs.push(Document::parse(value, at)?);
         }
     }
     build(files, docs)
@@ -109,11 +121,10 @@ struct Document {
     metadata: Metadata,
     spec: Value,
     status: Option<Value>,
-    mtime: Option<i64>,
 }
 
 impl Document {
-    fn parse(value: Value, mut at: Location, mtime: Option<i64>) -> Result<Self, ConfigError> {
+    fn parse(value: Value, mut at: Location) -> Result<Self, ConfigError> {
         if !value.is_object() {
             return Err(
                 ConfigError::new("a document must be a mapping with apiVersion and kind").at(&at),
@@ -159,7 +170,6 @@ impl Document {
             metadata,
             spec: env.spec.unwrap_or(Value::Null),
             status: env.status,
-            mtime,
         })
     }
 
@@ -259,7 +269,7 @@ fn build(sources: Vec<PathBuf>, docs: Vec<Document>) -> Result<Config, ConfigErr
                     module = Some((doc, settings));
                 }
             }
-            "User" => users.push(user(doc)?),
+            "User" => users.push(user(doc, &mut warnings)?),
             "Group" => groups.push(group(doc)?),
             "DexClient" => clients.push(client(doc)?),
             other => {
@@ -286,7 +296,7 @@ fn build(sources: Vec<PathBuf>, docs: Vec<Document>) -> Result<Config, ConfigErr
     // Users and groups.
     let mut by_name = BTreeMap::new();
     let mut by_email = BTreeMap::new();
-    for (doc, u, _) in &users {
+    for (doc, u) in &users {
         if let Some(prev) = by_name.insert(u.name.clone(), &doc.at) {
             return Err(doc.err(
                 "metadata.name",
@@ -332,12 +342,11 @@ fn build(sources: Vec<PathBuf>, docs: Vec<Document>) -> Result<Config, ConfigErr
     let memberships = groups::resolve(&defs);
     let users = users
         .into_iter()
-        .map(|(_, mut u, legacy)| {
-            let mut all: BTreeSet<String> = legacy.into_iter().collect();
-            if let Some(g) = memberships.get(&u.name) {
-                all.extend(g.iter().cloned());
-            }
-            u.groups = all.into_iter().collect();
+        .map(|(_, mut u)| {
+            u.groups = memberships
+                .get(&u.name)
+                .map(|g| g.iter().cloned().collect())
+                .unwrap_or_default();
             u
         })
         .collect();
@@ -376,7 +385,7 @@ fn build(sources: Vec<PathBuf>, docs: Vec<Document>) -> Result<Config, ConfigErr
 
 /// Client ids Keygate defines itself.
 fn is_builtin_client(id: &str) -> bool {
-    id == "kubernetes" || id.starts_with("kubeconfig")
+    id == "kubernetes"
 }
 
 fn provider(
@@ -391,7 +400,11 @@ fn provider(
     let mut refresh = RefreshPolicy::default();
     let mut kubeconfig_generator = Vec::new();
     let mut high_availability = false;
+    let mut lockout = None;
     if let Some((mdoc, s)) = module {
+        if let Some(p) = &s.password_policy {
+            lockout = password_policy(mdoc, "spec.settings.passwordPolicy", p, warnings)?;
+        }
         id_token_ttl = positive_seconds(
             mdoc,
             "spec.settings.idTokenTTL",
@@ -412,7 +425,6 @@ fn provider(
         }
         high_availability = s.high_availability.unwrap_or(false);
         let inert = [
-            ("passwordPolicy", s.password_policy.is_some()),
             ("publishAPI", s.publish_api.is_some()),
             ("staticUsers2FA", s.static_users_2fa.is_some()),
             ("nodeSelector", s.node_selector.is_some()),
@@ -423,6 +435,7 @@ fn provider(
                 "controlPlaneConfigurator",
                 s.control_plane_configurator.is_some(),
             ),
+            ("resources", s.resources.is_some()),
         ];
         for (field, set) in inert {
             if set {
@@ -494,7 +507,7 @@ fn provider(
                 None | Some("RS256") => SigningAlgorithm::Rs256,
                 Some("ES256") => SigningAlgorithm::Es256,
                 Some(other) => {
-                    return Err(doc.err("spec.signing.algorithm", format!("{other:?} is not supported: use RS256 or ES256 (kube-apiserver accepts both)")));
+                    return Err(doc.err("spec.signing.algorithm", format!("{other:?} is not supported: use RS256 or ES256 (kube-apiserver needs --oidc-signing-algs=ES256 for the latter)")));
                 }
             },
             rotation_period: positive_seconds(
@@ -532,7 +545,11 @@ fn provider(
                     .at(&doc.at)
                 })?
                 .ok_or_else(|| doc.err("spec.storage.url", "is required for postgres storage"))?;
-                StorageConfig::Postgres { url }
+                let _ = url;
+                return Err(doc.err(
+                    "spec.storage.type",
+                    "PostgreSQL storage is not available in this version yet: use sqlite or memory",
+                ));
             }
             other => {
                 return Err(doc.err(
@@ -585,6 +602,14 @@ fn provider(
         })
         .unwrap_or_default();
 
+    if let Some(p) = &spec.password_policy {
+        lockout = password_policy(doc, "spec.passwordPolicy", p, warnings)?;
+    }
+    let brute_force = match &spec.brute_force {
+        None => BruteForce::default(),
+        Some(b) => brute_force(doc, b)?,
+    };
+
     Ok(ProviderSettings {
         issuer,
         listen: spec.listen.unwrap_or_else(|| "127.0.0.1:5556".into()),
@@ -600,7 +625,83 @@ fn provider(
         logging,
         frontend,
         demo: spec.demo.is_some_and(|d| d.enabled),
+        brute_force,
+        lockout,
     })
+}
+
+fn brute_force(doc: &Document, b: &BruteForceSpec) -> Result<BruteForce, ConfigError> {
+    let d = BruteForce::default();
+    let attempts = |field: &str, v: Option<u32>, default: u32| match v {
+        Some(0) => Err(doc.err(field, "must be at least 1")),
+        Some(n) => Ok(n),
+        None => Ok(default),
+    };
+    let per_ip = b.per_ip.as_ref();
+    let mut trusted_proxies = Vec::new();
+    for (i, p) in b.trusted_proxies.iter().enumerate() {
+        trusted_proxies.push(
+            crate::IpNet::parse(p)
+                .map_err(|e| doc.err(&format!("spec.bruteForce.trustedProxies[{i}]"), e))?,
+        );
+    }
+    Ok(BruteForce {
+        attempts: attempts("spec.bruteForce.attempts", b.attempts, d.attempts)?,
+        refill_every: positive_seconds(
+            doc,
+            "spec.bruteForce.refillEvery",
+            b.refill_every.as_deref(),
+            d.refill_every,
+        )?,
+        per_ip_attempts: attempts(
+            "spec.bruteForce.perIP.attempts",
+            per_ip.and_then(|p| p.attempts),
+            d.per_ip_attempts,
+        )?,
+        per_ip_refill_every: positive_seconds(
+            doc,
+            "spec.bruteForce.perIP.refillEvery",
+            per_ip.and_then(|p| p.refill_every.as_deref()),
+            d.per_ip_refill_every,
+        )?,
+        trusted_proxies,
+    })
+}
+
+fn password_policy(
+    doc: &Document,
+    field: &str,
+    p: &PasswordPolicySpec,
+    warnings: &mut Vec<String>,
+) -> Result<Option<Lockout>, ConfigError> {
+    if p.complexity_level.is_some() || p.password_history_limit.is_some() || p.rotation.is_some() {
+        warnings.push(format!(
+            "{}: {field}: only lockout applies (passwords come as hashes from User manifests, so complexity, history and rotation have nothing to check)",
+            doc.at
+        ));
+    }
+    let Some(l) = &p.lockout else {
+        return Ok(None);
+    };
+    if l.max_attempts == 0 {
+        return Err(doc.err(
+            &format!("{field}.lockout.maxAttempts"),
+            "must be at least 1",
+        ));
+    }
+    let lock_duration = parse_duration(&l.lock_duration, true)
+        .map_err(|e| doc.err(&format!("{field}.lockout.lockDuration"), e))?
+        .as_secs() as i64;
+    if lock_duration < 1 {
+        return Err(doc.err(
+            &format!("{field}.lockout.lockDuration"),
+            "must be at least 1s",
+        ));
+    }
+    Ok(Some(Lockout {
+        max_attempts: l.max_attempts,
+        lock_duration,
+    }))
 }
 
 /// "0" or "never" disables a lifetime.
@@ -669,7 +770,10 @@ fn kubeconfig_clusters(
     Ok(out)
 }
 
-fn user(doc: &Document) -> Result<(&Document, StaticUser, Vec<String>), ConfigError> {
+fn user<'a>(
+    doc: &'a Document,
+    warnings: &mut Vec<String>,
+) -> Result<(&'a Document, StaticUser), ConfigError> {
     let name = doc.name()?;
     let spec: UserSpec = doc.spec()?;
     let status: UserStatus = match &doc.status {
@@ -684,34 +788,51 @@ fn user(doc: &Document) -> Result<(&Document, StaticUser, Vec<String>), ConfigEr
         return Err(doc.err("spec.email", "must not start with the \"system:\" prefix"));
     }
     let password = PasswordHash::parse(&spec.password).map_err(|e| doc.err("spec.password", e))?;
-    let expires_at = match (&status.expire_at, &spec.ttl) {
-        (Some(at), _) => Some(
+    let ttl = match &spec.ttl {
+        Some(ttl) => Some(
+            parse_duration(ttl, false)
+                .map_err(|e| doc.err("spec.ttl", e))?
+                .as_secs() as i64,
+        ),
+        None => None,
+    };
+    // Deckhouse sets status.expireAt once, when it first sees a user with a ttl. Exported
+    // manifests carry it (or at least creationTimestamp); otherwise Keygate records when it first
+    // saw the user, in storage, and counts from there.
+    let expires_at = match (&status.expire_at, ttl, &doc.metadata.creation_timestamp) {
+        (Some(at), _, _) => Some(
             parse_rfc3339(at).ok_or_else(|| doc.err("status.expireAt", "not an RFC 3339 time"))?,
         ),
-        (None, Some(ttl)) => {
-            let ttl = parse_duration(ttl, false)
-                .map_err(|e| doc.err("spec.ttl", e))?
-                .as_secs() as i64;
-            // Deckhouse counts the TTL from when it first saw the user; outside Kubernetes we count
-            // from creationTimestamp, or else from the file's modification time.
-            let start = match &doc.metadata.creation_timestamp {
-                Some(ts) => parse_rfc3339(ts)
-                    .ok_or_else(|| doc.err("metadata.creationTimestamp", "not an RFC 3339 time"))?,
-                None => doc.mtime.unwrap_or(0),
-            };
-            Some(start + ttl)
-        }
-        (None, None) => None,
+        (None, Some(ttl), Some(created)) => Some(
+            parse_rfc3339(created)
+                .ok_or_else(|| doc.err("metadata.creationTimestamp", "not an RFC 3339 time"))?
+                + ttl,
+        ),
+        _ => None,
     };
-    let _deprecated_user_id = spec.user_id;
-    let u = StaticUser {
-        name,
-        email,
-        password,
-        groups: Vec::new(),
-        expires_at,
-    };
-    Ok((doc, u, spec.groups.unwrap_or_default()))
+    if spec.user_id.is_some() {
+        warnings.push(format!(
+            "{}: spec.userID is deprecated and ignored: the user id is metadata.name",
+            doc.at
+        ));
+    }
+    if spec.groups.as_ref().is_some_and(|g| !g.is_empty()) {
+        warnings.push(format!(
+            "{}: spec.groups is deprecated and ignored (Deckhouse writes computed groups there): declare membership with Group",
+            doc.at
+        ));
+    }
+    Ok((
+        doc,
+        StaticUser {
+            name,
+            email,
+            password,
+            groups: Vec::new(),
+            expires_at,
+            ttl: ttl.filter(|_| expires_at.is_none()),
+        },
+    ))
 }
 
 fn group(doc: &Document) -> Result<(&Document, GroupDef), ConfigError> {
@@ -776,13 +897,12 @@ fn client(doc: &Document) -> Result<(&Document, ClientSpec), ConfigError> {
         validate_redirect_uri(uri).map_err(|e| doc.err(&format!("spec.redirectURIs[{i}]"), e))?;
     }
     let id = format!("dex-client-{name}@{namespace}");
-    // Deckhouse honours the annotation by its presence; ours may also say "false".
-    let allow = KUBE_ACCESS_ANNOTATIONS.iter().any(|a| {
-        doc.metadata
-            .annotations
-            .get(*a)
-            .is_some_and(|v| v != "false")
-    });
+    // Deckhouse honours its annotation by presence alone; ours may also say "false".
+    let annotations = &doc.metadata.annotations;
+    let allow = annotations.contains_key(KUBE_ACCESS_ANNOTATIONS[0])
+        || annotations
+            .get(KUBE_ACCESS_ANNOTATIONS[1])
+            .is_some_and(|v| v != "false");
     Ok((
         doc,
         ClientSpec {

@@ -68,6 +68,56 @@ pub struct KeygateConfigSpec {
     pub frontend: Option<FrontendSpec>,
     #[serde(default)]
     pub demo: Option<DemoSpec>,
+    #[serde(default)]
+    pub brute_force: Option<BruteForceSpec>,
+    #[serde(default)]
+    pub password_policy: Option<PasswordPolicySpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BruteForceSpec {
+    #[serde(default)]
+    pub attempts: Option<u32>,
+    #[serde(default)]
+    pub refill_every: Option<String>,
+    #[serde(default, rename = "perIP")]
+    pub per_ip: Option<PerIpSpec>,
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PerIpSpec {
+    #[serde(default)]
+    pub attempts: Option<u32>,
+    #[serde(default)]
+    pub refill_every: Option<String>,
+}
+
+/// Deckhouse's `passwordPolicy`. Only `lockout` applies: Keygate never sees plain passwords set
+/// by users (hashes come from manifests), so complexity, history and rotation have nothing to act on.
+// Some fields are accepted for compatibility with Deckhouse and have no effect here.
+#[allow(dead_code)]
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PasswordPolicySpec {
+    #[serde(default)]
+    pub complexity_level: Option<String>,
+    #[serde(default)]
+    pub password_history_limit: Option<u32>,
+    #[serde(default)]
+    pub rotation: Option<Value>,
+    #[serde(default)]
+    pub lockout: Option<LockoutSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LockoutSpec {
+    pub max_attempts: u32,
+    pub lock_duration: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -171,6 +221,12 @@ pub struct ModuleConfigSpec {
     pub version: Option<Value>,
     #[serde(default)]
     pub settings: Option<UserAuthnSettings>,
+    #[serde(default)]
+    pub maintenance: Option<Value>,
+    #[serde(default)]
+    pub update_policy: Option<Value>,
+    #[serde(default)]
+    pub source: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -185,7 +241,7 @@ pub struct UserAuthnSettings {
     #[serde(default)]
     pub high_availability: Option<bool>,
     #[serde(default)]
-    pub password_policy: Option<Value>,
+    pub password_policy: Option<PasswordPolicySpec>,
     #[serde(default, rename = "publishAPI")]
     pub publish_api: Option<Value>,
     #[serde(default, rename = "staticUsers2FA")]
@@ -200,6 +256,8 @@ pub struct UserAuthnSettings {
     pub https: Option<Value>,
     #[serde(default)]
     pub control_plane_configurator: Option<Value>,
+    #[serde(default)]
+    pub resources: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]

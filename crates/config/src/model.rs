@@ -33,6 +33,41 @@ pub struct ProviderSettings {
     pub logging: Logging,
     pub frontend: Frontend,
     pub demo: bool,
+    pub brute_force: BruteForce,
+    pub lockout: Option<Lockout>,
+}
+
+/// Login rate limits (DESIGN.md §3): a bucket per connector and username shared by all replicas,
+/// and a per-address bucket in each replica for failed logins and failed token requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BruteForce {
+    pub attempts: u32,
+    /// Seconds for one attempt to come back.
+    pub refill_every: i64,
+    pub per_ip_attempts: u32,
+    pub per_ip_refill_every: i64,
+    /// Peers whose `X-Forwarded-For`/`X-Real-IP` are believed.
+    pub trusted_proxies: Vec<crate::IpNet>,
+}
+
+impl Default for BruteForce {
+    fn default() -> Self {
+        Self {
+            attempts: 20,
+            refill_every: 6,
+            per_ip_attempts: 100,
+            per_ip_refill_every: 1,
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+/// `passwordPolicy.lockout`: after `max_attempts` failed logins in a row, the user is locked for
+/// `lock_duration` seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lockout {
+    pub max_attempts: u32,
+    pub lock_duration: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,6 +167,9 @@ pub struct StaticUser {
     pub groups: Vec<String>,
     /// Unix seconds after which the user may no longer log in or refresh.
     pub expires_at: Option<i64>,
+    /// `spec.ttl` in seconds when no start is known from the manifest: it counts from the moment
+    /// Keygate first saw the user (kept in storage).
+    pub ttl: Option<i64>,
 }
 
 /// A `DexClient` manifest.

@@ -189,7 +189,7 @@ async fn run(revoke_on_reuse: bool, ops: Vec<Op>) {
             refresh_token: Some(format!("family.{secret}")),
             ..TokenRequest::default()
         };
-        let got = p.token(&auth, &req).await;
+        let got = p.token(&auth, &req, None).await;
         match (m.refresh(&secret), got) {
             (Expect::Refused, Err(e)) => {
                 assert_eq!(e.code.as_str(), "invalid_grant", "step {step} {op:?}")

@@ -48,6 +48,8 @@ impl fmt::Display for ErrorCode {
 pub struct OAuthError {
     pub code: ErrorCode,
     pub description: String,
+    /// Set when the request was refused by a rate limit: answer 429 with `Retry-After`.
+    pub retry_after: Option<i64>,
 }
 
 impl OAuthError {
@@ -55,6 +57,15 @@ impl OAuthError {
         Self {
             code,
             description: description.into(),
+            retry_after: None,
+        }
+    }
+    /// Too many failed attempts from this address.
+    pub fn rate_limited(retry_after: i64) -> Self {
+        Self {
+            code: ErrorCode::TemporarilyUnavailable,
+            description: format!("Too many failed requests; retry in {retry_after} s."),
+            retry_after: Some(retry_after),
         }
     }
     pub fn invalid_request(d: impl Into<String>) -> Self {

@@ -2,6 +2,7 @@
 //! It knows no HTTP and no SQL: the server crate maps its results to responses, the store crate
 //! persists its objects. Every time-dependent decision takes `now` from the injected [`Clock`].
 
+pub mod accounts;
 mod claims;
 mod clients;
 mod clock;
@@ -9,6 +10,7 @@ mod discovery;
 mod error;
 mod jose;
 mod keys;
+mod limits;
 mod metrics;
 mod provider;
 mod random;
@@ -20,6 +22,7 @@ pub use clients::{Client, ClientAuth, ClientRegistry, KUBERNETES_CLIENT_ID};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{ErrorCode, OAuthError, ProviderError};
 pub use keys::KeyManager;
+pub use limits::IpLimiter;
 pub use metrics::{Counter, Metrics};
 pub use provider::{
     AuthorizeError, AuthorizeParams, LoginOutcome, Provider, SessionInfo, TokenRequest,
@@ -32,7 +35,7 @@ pub fn pkce_s256(verifier: &str) -> String {
     jose::s256(verifier)
 }
 pub use scopes::Scopes;
-pub use users::{LoginResult, UserDirectory};
+pub use users::{LoginResult, UserDirectory, default_hashing_permits};
 
 /// The one connector this version has: static users from `User` manifests.
 pub const LOCAL_CONNECTOR: &str = "local";

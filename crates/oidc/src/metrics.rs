@@ -18,8 +18,12 @@ impl Counter {
 
 #[derive(Debug, Default)]
 pub struct Metrics {
-    pub logins_succeeded: Counter,
-    pub logins_failed: Counter,
+    pub logins_ok: Counter,
+    pub logins_invalid: Counter,
+    pub logins_locked: Counter,
+    pub logins_limited_user: Counter,
+    pub logins_limited_ip: Counter,
+    pub token_requests_limited_ip: Counter,
     pub codes_exchanged: Counter,
     pub codes_replayed: Counter,
     pub refresh_rotations: Counter,
@@ -30,62 +34,88 @@ pub struct Metrics {
     pub token_errors: Counter,
 }
 
+/// A metric family: name, help, and its series as (labels, counter).
+type Family<'a> = (&'static str, &'static str, Vec<(&'static str, &'a Counter)>);
+
 impl Metrics {
     pub fn render(&self) -> String {
-        let rows: [(&str, &str, &Counter); 9] = [
+        let families: [Family; 10] = [
             (
-                "keygate_logins_succeeded_total",
-                "Successful password logins.",
-                &self.logins_succeeded,
+                "keygate_login_attempts_total",
+                "Password login attempts by result.",
+                vec![
+                    ("result=\"ok\"", &self.logins_ok),
+                    ("result=\"invalid\"", &self.logins_invalid),
+                    ("result=\"locked\"", &self.logins_locked),
+                    ("result=\"rate_limited_user\"", &self.logins_limited_user),
+                    ("result=\"rate_limited_ip\"", &self.logins_limited_ip),
+                ],
             ),
             (
-                "keygate_logins_failed_total",
-                "Password logins refused for bad credentials.",
-                &self.logins_failed,
+                "keygate_token_requests_rate_limited_total",
+                "Token endpoint requests refused by the per-address limit.",
+                vec![("", &self.token_requests_limited_ip)],
             ),
             (
                 "keygate_codes_exchanged_total",
                 "Authorization codes exchanged for tokens.",
-                &self.codes_exchanged,
+                vec![("", &self.codes_exchanged)],
             ),
             (
                 "keygate_codes_replayed_total",
                 "Authorization codes presented again (their tokens revoked).",
-                &self.codes_replayed,
+                vec![("", &self.codes_replayed)],
             ),
             (
                 "keygate_refresh_rotations_total",
                 "Refresh grants that rotated a refresh token.",
-                &self.refresh_rotations,
+                vec![("", &self.refresh_rotations)],
             ),
             (
                 "keygate_refresh_reused_total",
                 "Refresh grants answered from the reuse window (obsolete tokens).",
-                &self.refresh_reused,
+                vec![("", &self.refresh_reused)],
             ),
             (
                 "keygate_refresh_sessions_revoked_total",
                 "Refresh token families revoked (RFC 7009, replay, refused refresh).",
-                &self.refresh_families_revoked,
+                vec![("", &self.refresh_families_revoked)],
             ),
             (
                 "keygate_upstream_refreshes_total",
                 "Refreshes of the user at the connector.",
-                &self.upstream_refreshes,
+                vec![("", &self.upstream_refreshes)],
             ),
             (
                 "keygate_token_errors_total",
                 "Token endpoint requests answered with an error.",
-                &self.token_errors,
+                vec![("", &self.token_errors)],
+            ),
+            (
+                "keygate_build_info",
+                "Always 1; the version label says which build runs.",
+                vec![],
             ),
         ];
         let mut out = String::new();
-        for (name, help, counter) in rows {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-                counter.get()
-            );
+        for (name, help, series) in families {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            if series.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "# TYPE {name} gauge\n{name}{{version=\"{}\"}} 1",
+                    env!("CARGO_PKG_VERSION")
+                );
+                continue;
+            }
+            let _ = writeln!(out, "# TYPE {name} counter");
+            for (labels, counter) in series {
+                if labels.is_empty() {
+                    let _ = writeln!(out, "{name} {}", counter.get());
+                } else {
+                    let _ = writeln!(out, "{name}{{{labels}}} {}", counter.get());
+                }
+            }
         }
         out
     }

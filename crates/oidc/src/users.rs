@@ -18,10 +18,17 @@ pub struct UserDirectory {
     by_name: HashMap<String, Arc<StaticUser>>,
     /// Verified when the login names no user, so that the answer takes as long as a real check.
     dummy_hash: String,
+    /// Bounds concurrent bcrypt work so that a login storm leaves CPU for every other endpoint.
+    hashing: tokio::sync::Semaphore,
+}
+
+/// How many bcrypt checks may run at once: all cores but one (at least one).
+pub fn default_hashing_permits() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
 }
 
 impl UserDirectory {
-    pub fn new(users: &[StaticUser]) -> Self {
+    pub fn new(users: &[StaticUser], hashing_permits: usize) -> Self {
         let mut by_email = HashMap::new();
         let mut by_name = HashMap::new();
         let mut max_cost = keygate_config::MIN_BCRYPT_COST;
@@ -39,6 +46,7 @@ impl UserDirectory {
             by_email,
             by_name,
             dummy_hash,
+            hashing: tokio::sync::Semaphore::new(hashing_permits.max(1)),
         }
     }
 
@@ -48,8 +56,15 @@ impl UserDirectory {
 
     /// Checks a login (the email, case-insensitive) and password. Runs bcrypt off the async
     /// workers. Expired users are refused like wrong passwords.
+    /// The user a login names (its email, case-insensitive).
+    pub fn lookup(&self, login: &str) -> Option<Arc<StaticUser>> {
+        self.by_email.get(&login.trim().to_lowercase()).cloned()
+    }
+
     pub async fn check_password(&self, login: &str, password: &str, now: i64) -> LoginResult {
-        let user = self.by_email.get(&login.trim().to_lowercase()).cloned();
+        let user = self.lookup(login);
+        // Waiting for a permit is async: a queue of logins holds no threads.
+        let _permit = self.hashing.acquire().await;
         let hash = user.as_ref().map_or_else(
             || self.dummy_hash.clone(),
             |u| u.password.as_str().to_owned(),

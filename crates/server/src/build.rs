@@ -63,9 +63,15 @@ pub async fn build_provider(config: &Config, clock: Arc<dyn Clock>) -> Result<Bu
             allowed_emails: Vec::new(),
         });
     }
-    let users = tokio::task::spawn_blocking({
-        let users = config.users.clone();
-        move || UserDirectory::new(&users)
+    let users = keygate_oidc::accounts::resolve_expiry(
+        &store,
+        keygate_oidc::LOCAL_CONNECTOR,
+        &config.users,
+        now,
+    )
+    .await?;
+    let users = tokio::task::spawn_blocking(move || {
+        UserDirectory::new(&users, keygate_oidc::default_hashing_permits())
     })
     .await
     .map_err(|e| BuildError::Unsupported(e.to_string()))?;

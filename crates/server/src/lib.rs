@@ -2,6 +2,7 @@
 //! thin: they parse, call `keygate_oidc::Provider`, and map its results to responses once, here.
 
 mod build;
+mod client_ip;
 mod form;
 mod handlers;
 mod pages;

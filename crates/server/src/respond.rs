@@ -28,6 +28,12 @@ pub fn oauth_error(err: &OAuthError, basic: bool) -> Response {
         status,
         &json!({"error": err.code.as_str(), "error_description": err.description}),
     );
+    if let Some(retry_after) = err.retry_after {
+        *resp.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+        if let Ok(v) = HeaderValue::from_str(&retry_after.to_string()) {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+    }
     if err.code == ErrorCode::InvalidClient && basic {
         resp.headers_mut().insert(
             header::WWW_AUTHENTICATE,

@@ -1,6 +1,7 @@
 //! Listening: plain HTTP or TLS (rustls with aws-lc-rs), with graceful shutdown.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -10,6 +11,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use keygate_config::TlsFiles;
 use tokio::net::TcpListener;
+use tower::ServiceExt;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -58,9 +60,12 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let Some(files) = tls else {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await?;
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await?;
         return Ok(());
     };
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(load_tls(files)?));
@@ -78,7 +83,14 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let acceptor = acceptor.clone();
-        let service = TowerToHyperService::new(app.clone());
+        // The peer address, as axum's ConnectInfo extractor expects it.
+        let service = TowerToHyperService::new(app.clone().map_request(
+            move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                req.extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                req
+            },
+        ));
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             let tls = match tokio::time::timeout(

@@ -15,6 +15,8 @@ pub struct AppState {
     pub https: bool,
     /// The issuer's path without a trailing slash ("" at the root), for cookie paths and links.
     pub base_path: String,
+    /// Proxies whose forwarded-for headers are believed.
+    pub trusted_proxies: Arc<Vec<keygate_config::IpNet>>,
 }
 
 impl AppState {
@@ -28,12 +30,14 @@ impl AppState {
             ),
             Err(_) => (String::new(), false, String::new()),
         };
+        let trusted_proxies = Arc::new(provider.settings().brute_force.trusted_proxies.clone());
         Self {
             provider,
             pages,
             origin,
             https,
             base_path,
+            trusted_proxies,
         }
     }
 }

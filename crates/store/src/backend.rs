@@ -10,6 +10,10 @@ pub enum Kind {
     RefreshToken,
     SigningKeys,
     Client,
+    /// Per-user account state: failed-login streak and locks.
+    UserState,
+    /// Rate-limit buckets; only `expires_at` (the bucket's theoretical arrival time) matters.
+    Limit,
 }
 
 impl Kind {
@@ -20,6 +24,8 @@ impl Kind {
             Kind::RefreshToken => "refresh_token",
             Kind::SigningKeys => "signing_keys",
             Kind::Client => "client",
+            Kind::UserState => "user_state",
+            Kind::Limit => "limit",
         }
     }
 }
@@ -41,6 +47,14 @@ pub struct Versioned {
     pub id: String,
     pub version: i64,
     pub record: Record,
+}
+
+/// The answer of [`Backend::take`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Take {
+    pub allowed: bool,
+    /// Seconds until the next attempt would be allowed (0 when allowed).
+    pub retry_after: i64,
 }
 
 /// What every storage engine provides. Each method is atomic on its own; `replace` is the
@@ -65,6 +79,19 @@ pub trait Backend: Send + Sync + 'static {
     async fn list(&self, kind: Kind, owner: Option<&str>) -> Result<Vec<Versioned>, StoreError>;
     /// Deletes every object whose `expires_at` is at or before `now`; returns how many.
     async fn delete_expired(&self, now: i64) -> Result<u64, StoreError>;
+    /// Takes one token from the rate-limit bucket `key`, atomically (one statement), if it has one.
+    /// Buckets hold `burst` tokens and get one back every `interval` seconds (GCRA: the bucket is
+    /// stored as the time at which it will be full again, in `expires_at`, so garbage collection
+    /// drops full buckets).
+    async fn take(
+        &self,
+        key: &str,
+        now: i64,
+        interval: i64,
+        burst: i64,
+    ) -> Result<Take, StoreError>;
+    /// Puts one token back (a successful login does not count against the user).
+    async fn give_back(&self, key: &str, now: i64, interval: i64) -> Result<(), StoreError>;
     /// A cheap round trip for readiness probes; writes nothing.
     async fn ping(&self) -> Result<(), StoreError>;
 }

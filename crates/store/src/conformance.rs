@@ -64,6 +64,7 @@ where
     update_refusals_change_nothing(&fresh().await).await;
     list_by_owner(&fresh().await).await;
     garbage_collection(&fresh().await).await;
+    rate_limit_buckets(&fresh().await).await;
 }
 
 #[allow(clippy::unwrap_used, clippy::panic)]
@@ -226,4 +227,84 @@ async fn garbage_collection(store: &Store) {
             .is_some()
     );
     assert_eq!(store.collect_garbage(600).await.unwrap(), 0);
+}
+
+#[allow(clippy::unwrap_used)]
+async fn rate_limit_buckets(store: &Store) {
+    // 20 tokens, one back every 6 s.
+    for i in 0..20 {
+        let t = store.take("login:local:jane", 1_000, 6, 20).await.unwrap();
+        assert!(t.allowed, "attempt {} of 20", i + 1);
+    }
+    let t = store.take("login:local:jane", 1_000, 6, 20).await.unwrap();
+    assert_eq!((t.allowed, t.retry_after), (false, 6));
+    // Refused attempts do not dig the hole deeper.
+    let t = store.take("login:local:jane", 1_003, 6, 20).await.unwrap();
+    assert_eq!((t.allowed, t.retry_after), (false, 3));
+    assert!(
+        !store
+            .take("login:local:jane", 1_005, 6, 20)
+            .await
+            .unwrap()
+            .allowed
+    );
+    // After 6 s exactly one more.
+    assert!(
+        store
+            .take("login:local:jane", 1_006, 6, 20)
+            .await
+            .unwrap()
+            .allowed
+    );
+    assert!(
+        !store
+            .take("login:local:jane", 1_006, 6, 20)
+            .await
+            .unwrap()
+            .allowed
+    );
+    // Buckets are independent.
+    assert!(
+        store
+            .take("login:local:john", 1_006, 6, 20)
+            .await
+            .unwrap()
+            .allowed
+    );
+    // Giving a token back allows one more.
+    store.give_back("login:local:jane", 1_006, 6).await.unwrap();
+    assert!(
+        store
+            .take("login:local:jane", 1_006, 6, 20)
+            .await
+            .unwrap()
+            .allowed
+    );
+    store
+        .give_back("login:local:nobody", 1_006, 6)
+        .await
+        .unwrap();
+    // A full bucket is garbage: jane's is full again at 1_000 + 21 * 6 + ... ; john's at 1_012.
+    assert_eq!(store.collect_garbage(1_011).await.unwrap(), 0);
+    assert_eq!(store.collect_garbage(1_012).await.unwrap(), 1);
+    // Concurrent takers: exactly `burst` get through.
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store
+                .take("login:local:storm", 5_000, 6, 20)
+                .await
+                .unwrap()
+                .allowed
+        }));
+    }
+    let mut allowed = 0;
+    for t in tasks {
+        allowed += usize::from(t.await.unwrap());
+    }
+    assert_eq!(
+        allowed, 20,
+        "the bucket is shared exactly under concurrency"
+    );
 }

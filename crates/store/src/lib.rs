@@ -12,7 +12,7 @@ mod typed;
 
 pub mod conformance;
 
-pub use backend::{Backend, Kind, Record, Versioned};
+pub use backend::{Backend, Kind, Record, Take, Versioned};
 pub use error::StoreError;
 pub use memory::MemoryBackend;
 pub use sqlite::SqliteBackend;

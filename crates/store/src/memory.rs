@@ -3,7 +3,7 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use tokio::sync::Mutex;
 
-use crate::{Backend, Kind, Record, StoreError, Versioned};
+use crate::{Backend, Kind, Record, StoreError, Take, Versioned};
 
 /// Process-local storage for tests and throwaway instances. Lost on restart.
 #[derive(Default)]
@@ -87,6 +87,52 @@ impl Backend for MemoryBackend {
         let before = objects.len();
         objects.retain(|_, (_, r)| r.expires_at.is_none_or(|e| e > now));
         Ok((before - objects.len()) as u64)
+    }
+
+    async fn take(
+        &self,
+        key: &str,
+        now: i64,
+        interval: i64,
+        burst: i64,
+    ) -> Result<Take, StoreError> {
+        let mut objects = self.objects.lock().await;
+        let entry = objects
+            .entry((Kind::Limit, key.to_owned()))
+            .or_insert_with(|| {
+                (
+                    0,
+                    Record {
+                        owner: None,
+                        expires_at: Some(now),
+                        data: String::new(),
+                    },
+                )
+            });
+        let tat = entry.1.expires_at.unwrap_or(now).max(now);
+        let tolerance = (burst - 1) * interval;
+        if tat - now <= tolerance {
+            entry.0 += 1;
+            entry.1.expires_at = Some(tat + interval);
+            Ok(Take {
+                allowed: true,
+                retry_after: 0,
+            })
+        } else {
+            Ok(Take {
+                allowed: false,
+                retry_after: tat - now - tolerance,
+            })
+        }
+    }
+
+    async fn give_back(&self, key: &str, now: i64, interval: i64) -> Result<(), StoreError> {
+        let mut objects = self.objects.lock().await;
+        if let Some((version, record)) = objects.get_mut(&(Kind::Limit, key.to_owned())) {
+            *version += 1;
+            record.expires_at = record.expires_at.map(|tat| (tat - interval).max(now));
+        }
+        Ok(())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

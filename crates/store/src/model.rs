@@ -199,3 +199,48 @@ impl Object for GeneratedClientSecret {
         None
     }
 }
+
+/// What Keygate keeps about a user beyond the manifests: the failed-login streak, locks, and when
+/// it first saw the user (for `User.spec.ttl`). Id: `<connector>/<user id>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserState {
+    pub id: String,
+    #[serde(default)]
+    pub failed_streak: u32,
+    #[serde(default)]
+    pub locked_until: Option<i64>,
+    /// `PasswordPolicyLockout` or `LockedByAdministrator` (Deckhouse's `User.status.lock.reason`).
+    #[serde(default)]
+    pub lock_reason: Option<String>,
+    pub first_seen: i64,
+}
+
+impl UserState {
+    pub fn id_for(connector_id: &str, user_id: &str) -> String {
+        format!("{connector_id}/{user_id}")
+    }
+
+    pub fn new(id: String, now: i64) -> Self {
+        Self {
+            id,
+            failed_streak: 0,
+            locked_until: None,
+            lock_reason: None,
+            first_seen: now,
+        }
+    }
+
+    pub fn locked_at(&self, now: i64) -> bool {
+        self.locked_until.is_some_and(|until| now < until)
+    }
+}
+
+impl Object for UserState {
+    const KIND: Kind = Kind::UserState;
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn expires_at(&self) -> Option<i64> {
+        None
+    }
+}

@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
-use crate::{Backend, Kind, Record, StoreError, Versioned};
+use crate::{Backend, Kind, Record, StoreError, Take, Versioned};
 
 /// The embedded default: one SQLite file, WAL mode, shared safely by several processes on one host.
 pub struct SqliteBackend {
@@ -141,6 +141,58 @@ impl Backend for SqliteBackend {
                 .execute(&self.pool)
                 .await?;
         Ok(done.rows_affected())
+    }
+
+    async fn take(
+        &self,
+        key: &str,
+        now: i64,
+        interval: i64,
+        burst: i64,
+    ) -> Result<Take, StoreError> {
+        // One statement: insert a fresh bucket, or update it only if it has a token. The SET
+        // expressions all see the row as it was; `data` records the decision for RETURNING.
+        let row = sqlx::query(
+            "INSERT INTO objects (kind, id, version, owner, expires_at, data) \
+             VALUES ('limit', ?1, 1, NULL, ?2 + ?3, 'allowed') \
+             ON CONFLICT (kind, id) DO UPDATE SET \
+               expires_at = CASE WHEN max(expires_at, ?2) - ?2 <= ?4 THEN max(expires_at, ?2) + ?3 ELSE expires_at END, \
+               version = version + 1, \
+               data = CASE WHEN max(expires_at, ?2) - ?2 <= ?4 THEN 'allowed' ELSE 'refused' END \
+             RETURNING expires_at, data",
+        )
+        .bind(key)
+        .bind(now)
+        .bind(interval)
+        .bind((burst - 1) * interval)
+        .fetch_one(&self.pool)
+        .await?;
+        let tat: i64 = row.try_get("expires_at")?;
+        let decision: String = row.try_get("data")?;
+        Ok(if decision == "allowed" {
+            Take {
+                allowed: true,
+                retry_after: 0,
+            }
+        } else {
+            Take {
+                allowed: false,
+                retry_after: tat - now - (burst - 1) * interval,
+            }
+        })
+    }
+
+    async fn give_back(&self, key: &str, now: i64, interval: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE objects SET expires_at = max(expires_at - ?3, ?2), version = version + 1 \
+             WHERE kind = 'limit' AND id = ?1",
+        )
+        .bind(key)
+        .bind(now)
+        .bind(interval)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

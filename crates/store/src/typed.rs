@@ -145,6 +145,22 @@ impl Store {
         self.backend.delete_expired(now).await
     }
 
+    /// See [`Backend::take`].
+    pub async fn take(
+        &self,
+        key: &str,
+        now: i64,
+        interval: i64,
+        burst: i64,
+    ) -> Result<crate::Take, StoreError> {
+        self.backend.take(key, now, interval, burst).await
+    }
+
+    /// See [`Backend::give_back`].
+    pub async fn give_back(&self, key: &str, now: i64, interval: i64) -> Result<(), StoreError> {
+        self.backend.give_back(key, now, interval).await
+    }
+
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.backend.ping().await
     }

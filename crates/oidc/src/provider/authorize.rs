@@ -1,5 +1,9 @@
 //! Authorization requests and the password login that completes them.
 
+use std::net::IpAddr;
+
+use keygate_store::model::UserState;
+
 use super::*;
 
 impl Provider {
@@ -151,11 +155,15 @@ impl Provider {
     }
 
     /// Checks a local password login for a pending request and, on success, issues the code.
+    /// In order: the address limit, the user's bucket (shared by all replicas; refused BEFORE the
+    /// password is checked, so a limited attempt learns nothing), the password (same time for
+    /// unknown users), the account lock. A successful login gives its bucket token back.
     pub async fn login_password(
         &self,
         request_id: &str,
         login: &str,
         password: &str,
+        client_ip: Option<IpAddr>,
     ) -> Result<LoginOutcome, OAuthError> {
         let expired = || {
             OAuthError::invalid_request(
@@ -163,18 +171,93 @@ impl Provider {
             )
         };
         let request = self.auth_request(request_id).await?.ok_or_else(expired)?;
-        if login.len() > 256 || password.len() > 1024 {
-            return Ok(LoginOutcome::InvalidCredentials);
-        }
-        let identity = match self.users.check_password(login, password, self.now()).await {
-            LoginResult::Ok(identity) => identity,
-            LoginResult::Invalid => {
-                tracing::info!(login = %login.chars().take(64).collect::<String>(), client = %request.client_id, "login failed: invalid credentials");
-                self.metrics.logins_failed.inc();
-                return Ok(LoginOutcome::InvalidCredentials);
-            }
+        let connector = request.connector_id.clone();
+        let login: String = login.trim().to_lowercase().chars().take(256).collect();
+        let now = self.now();
+        let audit = |result: &str| {
+            tracing::info!(target: "keygate::audit", event = "login", user = %login, connector = %connector, client = %request.client_id, ip = %client_ip.map_or_else(|| "-".to_string(), |ip| ip.to_string()), result);
         };
-        self.finish_login(request, identity).await
+
+        if let Some(retry_after) = client_ip.and_then(|ip| self.ip_limiter.blocked(ip, now)) {
+            audit("rate_limited_ip");
+            self.metrics.logins_limited_ip.inc();
+            return Ok(LoginOutcome::RateLimited { retry_after });
+        }
+        let bf = &self.settings.brute_force;
+        let bucket = format!("login:{connector}:{login}");
+        let take = self
+            .store
+            .take(&bucket, now, bf.refill_every, i64::from(bf.attempts))
+            .await?;
+        if !take.allowed {
+            audit("rate_limited_user");
+            self.metrics.logins_limited_user.inc();
+            return Ok(LoginOutcome::RateLimited {
+                retry_after: take.retry_after,
+            });
+        }
+
+        let state_id = self
+            .users
+            .lookup(&login)
+            .map(|u| UserState::id_for(&connector, &u.name));
+        let locked = match &state_id {
+            Some(id) => self
+                .store
+                .get::<UserState>(id)
+                .await?
+                .is_some_and(|s| s.locked_at(now)),
+            None => false,
+        };
+        let checked = if password.len() > 1024 {
+            LoginResult::Invalid
+        } else {
+            self.users.check_password(&login, password, now).await
+        };
+        match checked {
+            LoginResult::Ok(identity) if !locked => {
+                self.store.give_back(&bucket, now, bf.refill_every).await?;
+                if let Some(id) = &state_id {
+                    crate::accounts::record_success(&self.store, id).await?;
+                }
+                audit("ok");
+                self.metrics.logins_ok.inc();
+                self.finish_login(request, identity).await
+            }
+            LoginResult::Ok(_) => {
+                // Same answer as a wrong password: the lock must not confirm the password.
+                audit("locked");
+                self.metrics.logins_locked.inc();
+                Ok(LoginOutcome::InvalidCredentials)
+            }
+            LoginResult::Invalid => {
+                if let Some(ip) = client_ip {
+                    self.ip_limiter.record_failure(ip, now);
+                }
+                if let Some(id) = &state_id {
+                    let state = crate::accounts::record_failure(
+                        &self.store,
+                        id,
+                        now,
+                        self.settings.lockout,
+                    )
+                    .await?;
+                    if state.lock_reason.as_deref() == Some(crate::accounts::LOCKOUT_REASON)
+                        && state.locked_until.is_some_and(|u| u > now)
+                        && !locked
+                    {
+                        tracing::warn!(target: "keygate::audit", event = "lockout", user = %login, until = state.locked_until.unwrap_or_default(), "user locked after too many failed logins");
+                    }
+                }
+                audit(if locked { "locked" } else { "invalid" });
+                if locked {
+                    self.metrics.logins_locked.inc()
+                } else {
+                    self.metrics.logins_invalid.inc()
+                }
+                Ok(LoginOutcome::InvalidCredentials)
+            }
+        }
     }
 
     /// Completes a request for an authenticated identity: applies the client's filters, consumes
@@ -227,7 +310,6 @@ impl Provider {
         };
         self.store.create(&code).await?;
         tracing::info!(user = %code.identity.email, client = %code.client_id, "login succeeded");
-        self.metrics.logins_succeeded.inc();
         Ok(LoginOutcome::Redirect(append_query(
             &request.redirect_uri,
             &[("code", &code.id), ("state", &request.state)],

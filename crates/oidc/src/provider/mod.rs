@@ -57,6 +57,9 @@ pub enum LoginOutcome {
     Redirect(String),
     /// Wrong login or password: show the form again.
     InvalidCredentials,
+    /// Too many attempts: refused before the password was checked. Try again after this many
+    /// seconds.
+    RateLimited { retry_after: i64 },
 }
 
 /// A token endpoint request, already parsed from the form.
@@ -89,6 +92,7 @@ pub struct Provider {
     clock: Arc<dyn Clock>,
     discovery: Arc<[u8]>,
     metrics: crate::Metrics,
+    ip_limiter: crate::IpLimiter,
 }
 
 fn append_query(uri: &str, params: &[(&str, &str)]) -> String {
@@ -124,6 +128,7 @@ impl Provider {
         clock: Arc<dyn Clock>,
     ) -> Self {
         let discovery = discovery::document(&settings.issuer, keys.algorithm()).into();
+        let settings_bf = settings.brute_force.clone();
         Self {
             settings,
             store,
@@ -133,6 +138,10 @@ impl Provider {
             clock,
             discovery,
             metrics: crate::Metrics::default(),
+            ip_limiter: crate::IpLimiter::new(
+                settings_bf.per_ip_attempts,
+                settings_bf.per_ip_refill_every,
+            ),
         }
     }
 
@@ -169,6 +178,7 @@ impl Provider {
     pub async fn maintain(&self) -> Result<u64, ProviderError> {
         let now = self.now();
         self.keys.refresh(now).await?;
+        self.ip_limiter.prune(now);
         Ok(self.store.collect_garbage(now).await?)
     }
 

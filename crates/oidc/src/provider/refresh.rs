@@ -190,7 +190,7 @@ impl Provider {
             // The winner, and only it, refreshes the user upstream.
             self.metrics.refresh_rotations.inc();
             self.metrics.upstream_refreshes.inc();
-            let identity = match self.refreshed_identity(client, &next, now) {
+            let identity = match self.refreshed_identity(client, &next, now).await {
                 Ok(identity) => identity,
                 Err(e) => {
                     self.store.delete::<RefreshToken>(&next.id).await?;
@@ -251,7 +251,7 @@ impl Provider {
 
     /// The upstream refresh: re-checks the user at the connector. Deleted or expired users are
     /// refused; group changes and the client's filters apply to the new tokens.
-    pub(super) fn refreshed_identity(
+    pub(super) async fn refreshed_identity(
         &self,
         client: &Client,
         stored: &RefreshToken,
@@ -265,6 +265,16 @@ impl Provider {
                 .ok_or_else(gone)?,
             _ => return Err(gone()),
         };
+        let state_id =
+            keygate_store::model::UserState::id_for(&stored.connector_id, &identity.user_id);
+        if self
+            .store
+            .get::<keygate_store::model::UserState>(&state_id)
+            .await?
+            .is_some_and(|s| s.locked_at(now))
+        {
+            return Err(OAuthError::invalid_grant("The user is locked."));
+        }
         identity.groups = client
             .filter_user(&identity.email, &identity.groups)
             .ok_or_else(|| {

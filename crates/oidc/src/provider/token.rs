@@ -3,14 +3,27 @@
 use super::*;
 
 impl Provider {
+    /// The token endpoint. Failures that suggest guessing (bad client credentials, bad codes or
+    /// refresh tokens) count against the caller's address; over the limit it gets 429.
     pub async fn token(
         &self,
         auth: &ClientAuth,
         req: &TokenRequest,
+        client_ip: Option<std::net::IpAddr>,
     ) -> Result<TokenResponse, OAuthError> {
+        let now = self.now();
+        if let Some(retry_after) = client_ip.and_then(|ip| self.ip_limiter.blocked(ip, now)) {
+            self.metrics.token_requests_limited_ip.inc();
+            return Err(OAuthError::rate_limited(retry_after));
+        }
         let result = self.grant(auth, req).await;
-        if result.is_err() {
+        if let Err(e) = &result {
             self.metrics.token_errors.inc();
+            if let (Some(ip), ErrorCode::InvalidClient | ErrorCode::InvalidGrant) =
+                (client_ip, e.code)
+            {
+                self.ip_limiter.record_failure(ip, now);
+            }
         }
         result
     }

@@ -12,6 +12,7 @@ use keygate_oidc::{
 use minijinja::context;
 
 use crate::AppState;
+use crate::client_ip::ClientIp;
 use crate::form::parse_params;
 use crate::respond::{found, see_other};
 
@@ -220,6 +221,7 @@ fn cross_site(s: &AppState, headers: &HeaderMap) -> bool {
 
 pub async fn login_submit(
     State(s): State<AppState>,
+    ClientIp(ip): ClientIp,
     Path(connector): Path<String>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
@@ -245,8 +247,32 @@ pub async fn login_submit(
     };
     let login = form.get("login").map(String::as_str).unwrap_or("");
     let password = form.get("password").map(String::as_str).unwrap_or("");
-    match s.provider.login_password(&id, login, password).await {
+    match s.provider.login_password(&id, login, password, ip).await {
         Ok(LoginOutcome::Redirect(url)) => see_other(&url),
+        Ok(LoginOutcome::RateLimited { retry_after }) => {
+            let client_name = s
+                .provider
+                .client(&request.client_id)
+                .map(|c| c.name.clone());
+            let shown_login: String = login.chars().take(256).collect();
+            let message = format!(
+                "Too many sign-in attempts. Try again in {retry_after} second{}.",
+                if retry_after == 1 { "" } else { "s" }
+            );
+            let mut resp = render_form(
+                &s,
+                StatusCode::TOO_MANY_REQUESTS,
+                &connector,
+                &id,
+                client_name,
+                &shown_login,
+                Some(&message),
+            );
+            if let Ok(v) = axum::http::HeaderValue::from_str(&retry_after.to_string()) {
+                resp.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            resp
+        }
         Ok(LoginOutcome::InvalidCredentials) => {
             let client_name = s
                 .provider

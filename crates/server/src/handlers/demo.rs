@@ -119,7 +119,7 @@ pub async fn callback(
         code_verifier: Some(verifier.clone()),
         ..TokenRequest::default()
     };
-    let tokens = match s.provider.token(&auth, &req).await {
+    let tokens = match s.provider.token(&auth, &req, None).await {
         Ok(t) => t,
         Err(e) => {
             return s.pages.error(

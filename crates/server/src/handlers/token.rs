@@ -10,6 +10,7 @@ use base64::Engine;
 use keygate_oidc::{ClientAuth, ErrorCode, OAuthError, TokenRequest};
 
 use crate::AppState;
+use crate::client_ip::ClientIp;
 use crate::form::parse_params;
 use crate::respond::{no_store_json, oauth_error};
 
@@ -96,7 +97,12 @@ fn is_basic(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.len() > 6 && v[..6].eq_ignore_ascii_case("basic "))
 }
 
-pub async fn token(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn token(
+    State(s): State<AppState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let basic = is_basic(&headers);
     let result = async {
         let form = form(&headers, &body)?;
@@ -110,7 +116,7 @@ pub async fn token(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -
             refresh_token: get("refresh_token"),
             scope: get("scope"),
         };
-        s.provider.token(&auth, &req).await
+        s.provider.token(&auth, &req, ip).await
     }
     .await;
     match result {
