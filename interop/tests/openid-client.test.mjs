@@ -15,6 +15,7 @@ import {
   standardConfig,
   startKeygate,
 } from '../lib/keygate.mjs';
+import { explained, oauthErrorCode } from '../lib/openid.mjs';
 
 const available = await keygateAvailable();
 const SCOPE = 'openid email profile groups offline_access';
@@ -43,27 +44,6 @@ describe('openid-client v6 against keygate', { skip: !available && 'keygate bina
   afterEach((t) => {
     if (kg && t.passed === false) kg.dumpLog(`after failed test "${t.name}"`);
   });
-
-  /** openid-client errors hide the interesting part (the HTTP response) in .cause: surface it. */
-  async function explained(promise) {
-    try {
-      return await promise;
-    } catch (err) {
-      const fmt = async (c, depth = 0) => {
-        if (c === undefined || depth > 3) return '-';
-        if (c instanceof Response) return `HTTP ${c.status} ${await c.text().catch(() => '')}`;
-        if (c instanceof Error) return `${c.name}: ${c.message} (cause: ${await fmt(c.cause, depth + 1)})`;
-        try {
-          return JSON.stringify(c, (k, v) => (ArrayBuffer.isView(v) ? `<${v.length} bytes>` : v)).slice(0, 800);
-        } catch {
-          return String(c);
-        }
-      };
-      const cause = await fmt(err.cause);
-      err.message = `${err.message} [code=${err.code} error=${err.error ?? '-'} status=${err.status ?? '-'} cause=${cause}]`;
-      throw err;
-    }
-  }
 
   async function configFor(auth) {
     const config = await explained(
@@ -258,8 +238,7 @@ describe('openid-client v6 against keygate', { skip: !available && 'keygate bina
       client.authorizationCodeGrant(config, cb, { pkceCodeVerifier: codeVerifier, expectedState: state }),
       (err) => {
         // ResponseBodyError carries .error; a 401 with WWW-Authenticate gives WWWAuthenticateChallengeError.
-        const code =
-          err.error ?? err.cause?.error ?? [].concat(err.cause ?? []).map((c) => c?.parameters?.error).find(Boolean);
+        const code = oauthErrorCode(err);
         const detail = `${err.name}: ${err.message} status=${err.status} cause=${JSON.stringify(err.cause ?? null)}`;
         assert.ok([400, 401].includes(err.status), `400/401 expected, ${detail}`);
         if (code !== undefined) assert.equal(code, 'invalid_client', detail);
