@@ -39,6 +39,9 @@ SIGINT/SIGTERM stop accepting connections and let requests in flight finish."
         #[arg(long, short, env = "KEYGATE_CONFIG", value_name = "PATH")]
         config: PathBuf,
     },
+    /// List users with their groups, expiry and lock state; lock and unlock them.
+    #[command(subcommand)]
+    Users(UsersCommand),
     /// List or revoke sessions (refresh-token families) in the configured storage.
     #[command(subcommand)]
     Sessions(SessionsCommand),
@@ -81,5 +84,34 @@ pub enum SessionsCommand {
         /// Every session of this user (email or User name).
         #[arg(long)]
         user: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// Static users from the manifests, with their groups, expiry and lock state.
+    List {
+        /// Configuration file or directory.
+        #[arg(long, short, env = "KEYGATE_CONFIG", value_name = "PATH")]
+        config: PathBuf,
+    },
+    /// Lock a user: logins and refreshes are refused (ID tokens already issued live out idTokenTTL).
+    Lock {
+        /// Configuration file or directory.
+        #[arg(long, short, env = "KEYGATE_CONFIG", value_name = "PATH")]
+        config: PathBuf,
+        /// The user's email or User name.
+        user: String,
+        /// How long, e.g. 30m, 12h, 7d; without it, until `keygate users unlock`.
+        #[arg(long = "for", value_name = "DURATION")]
+        duration: Option<String>,
+    },
+    /// Unlock a user (administrator or lockout lock) and reset the failed-login streak.
+    Unlock {
+        /// Configuration file or directory.
+        #[arg(long, short, env = "KEYGATE_CONFIG", value_name = "PATH")]
+        config: PathBuf,
+        /// The user's email or User name.
+        user: String,
     },
 }

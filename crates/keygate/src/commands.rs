@@ -7,7 +7,7 @@ use keygate_config::{Config, StorageConfig};
 use keygate_oidc::SystemClock;
 use keygate_server::{AppState, Pages, build_provider, router, serve};
 
-use crate::cli::{Cli, Command, SessionsCommand};
+use crate::cli::{Cli, Command, SessionsCommand, UsersCommand};
 use crate::logging;
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -24,6 +24,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::CheckConfig { config } => check_config(&config),
         Command::HashPassword { cost } => hash_password(cost),
         Command::Sessions(cmd) => runtime()?.block_on(sessions(cmd)),
+        Command::Users(cmd) => runtime()?.block_on(users(cmd)),
     }
 }
 
@@ -234,6 +235,10 @@ fn hash_password(cost: u32) -> Result<()> {
 
 async fn open_configured_store(path: &std::path::Path) -> Result<keygate_store::Store> {
     let config = keygate_config::load(path)?;
+    store_of(&config).await
+}
+
+async fn store_of(config: &Config) -> Result<keygate_store::Store> {
     if config.provider.storage == StorageConfig::Memory {
         bail!(
             "the configuration uses memory storage: sessions live only inside the running `keygate serve`"
@@ -288,6 +293,105 @@ async fn sessions(cmd: SessionsCommand) -> Result<()> {
                 let n = sessions::revoke_user(&store, &user).await?;
                 println!("revoked {n} session(s) of {user}");
             }
+        }
+    }
+    Ok(())
+}
+
+async fn users(cmd: UsersCommand) -> Result<()> {
+    use keygate_oidc::{Clock, LOCAL_CONNECTOR, accounts};
+    use keygate_store::model::UserState;
+    let now = SystemClock.now();
+    let (path, user) = match &cmd {
+        UsersCommand::List { config } => (config.clone(), None),
+        UsersCommand::Lock { config, user, .. } | UsersCommand::Unlock { config, user } => {
+            (config.clone(), Some(user.clone()))
+        }
+    };
+    let path = &path;
+    let config = keygate_config::load(path)?;
+    let store = store_of(&config).await?;
+    let find = |who: &str| {
+        config
+            .users
+            .iter()
+            .find(|u| u.email.eq_ignore_ascii_case(who) || u.name == who)
+            .ok_or_else(|| {
+                anyhow::anyhow!("no User with email or name {who:?} in the configuration")
+            })
+    };
+    match cmd {
+        UsersCommand::List { .. } => {
+            let users =
+                accounts::resolve_expiry(&store, LOCAL_CONNECTOR, &config.users, now).await?;
+            println!(
+                "{:<20} {:<32} {:<24} {:<12} LOCK",
+                "NAME", "EMAIL", "GROUPS", "EXPIRES"
+            );
+            for u in &users {
+                let state = store
+                    .get::<UserState>(&UserState::id_for(LOCAL_CONNECTOR, &u.name))
+                    .await?;
+                let lock = match state {
+                    Some(s) if s.locked_at(now) => format!(
+                        "locked ({}) until {}",
+                        s.lock_reason.unwrap_or_default(),
+                        s.locked_until
+                            .filter(|u| *u != i64::MAX)
+                            .map_or_else(|| "unlocked by hand".into(), |u| u.to_string())
+                    ),
+                    Some(s) if s.failed_streak > 0 => {
+                        format!("{} failed in a row", s.failed_streak)
+                    }
+                    _ => "-".into(),
+                };
+                let expired = u.expires_at.is_some_and(|e| e <= now);
+                let expires = u.expires_at.map_or_else(
+                    || "never".into(),
+                    |e| {
+                        if expired {
+                            format!("{e} (expired)")
+                        } else {
+                            e.to_string()
+                        }
+                    },
+                );
+                println!(
+                    "{:<20} {:<32} {:<24} {:<12} {lock}",
+                    u.name,
+                    u.email,
+                    u.groups.join(","),
+                    expires
+                );
+            }
+            println!("{} user(s); times are unix seconds", users.len());
+        }
+        UsersCommand::Lock { duration, .. } => {
+            let u = find(user.as_deref().unwrap_or_default())?;
+            let until = match duration {
+                Some(d) => Some(
+                    now + keygate_config::parse_duration(&d, true)
+                        .map_err(anyhow::Error::msg)?
+                        .as_secs() as i64,
+                ),
+                None => None,
+            };
+            accounts::lock(
+                &store,
+                &UserState::id_for(LOCAL_CONNECTOR, &u.name),
+                now,
+                until,
+            )
+            .await?;
+            match until {
+                Some(t) => println!("locked {} until {t} (unix seconds)", u.email),
+                None => println!("locked {} until unlocked", u.email),
+            }
+        }
+        UsersCommand::Unlock { .. } => {
+            let u = find(user.as_deref().unwrap_or_default())?;
+            accounts::unlock(&store, &UserState::id_for(LOCAL_CONNECTOR, &u.name), now).await?;
+            println!("unlocked {}", u.email);
         }
     }
     Ok(())

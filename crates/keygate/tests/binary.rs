@@ -562,3 +562,186 @@ async fn sessions_cli_lists_and_revokes() {
     assert_eq!(cli(&["revoke", "--id", "nope"]).status.code(), Some(1));
     server.stop();
 }
+
+async fn form_url(web: &Http) -> String {
+    web.login_page(&format!(
+        "client_id={}&redirect_uri={}&response_type=code&scope=openid&state=s",
+        enc(APP),
+        enc(APP_REDIRECT)
+    ))
+    .await
+}
+
+async fn post_login(web: &Http, form: &str, login: &str, password: &str) -> reqwest::Response {
+    web.http
+        .post(form)
+        .form(&[("login", login), ("password", password)])
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The promise to users, against the real binary: 20 attempts, then one every 6 s. The binary
+/// reads the system clock, so the last step waits out the Retry-After it was given.
+#[tokio::test]
+async fn brute_force_limit_against_the_real_binary() {
+    let dir = temp_dir("bruteforce");
+    let port = free_port();
+    let cfg = config(&dir, port, "http", "");
+    let web = Http {
+        issuer: format!("http://127.0.0.1:{port}/"),
+        http: http_client(),
+    };
+    let server = start(&cfg, &web.url("healthz"), &web.http).await;
+    let form = form_url(&web).await;
+    for i in 0..20 {
+        assert_eq!(
+            post_login(&web, &form, "jane@example.com", "wrong-pass")
+                .await
+                .status(),
+            401,
+            "attempt {}",
+            i + 1
+        );
+    }
+    let r = post_login(&web, &form, "jane@example.com", "password").await;
+    assert_eq!(
+        r.status(),
+        429,
+        "the 21st attempt, with the correct password, is refused"
+    );
+    let wait: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=6).contains(&wait), "Retry-After {wait}");
+    tokio::time::sleep(Duration::from_secs(wait)).await;
+    assert_eq!(
+        post_login(&web, &form, "jane@example.com", "wrong-pass")
+            .await
+            .status(),
+        401,
+        "one more attempt after Retry-After"
+    );
+    assert_eq!(
+        post_login(&web, &form, "jane@example.com", "password")
+            .await
+            .status(),
+        429,
+        "and only one"
+    );
+
+    // One audit line per attempt, never the password.
+    let log = std::fs::read_to_string(&server.log).unwrap();
+    let audit: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("event=\"login\"") || l.contains("event=login"))
+        .collect();
+    assert_eq!(audit.len(), 23, "{log}");
+    assert!(audit.iter().any(|l| l.contains("rate_limited_user")
+        && l.contains("jane@example.com")
+        && l.contains("127.0.0.1")));
+    assert!(!log.contains("wrong-pass"), "passwords never reach the log");
+    server.stop();
+}
+
+/// Two processes on one store count together: 10 failures on each, then both refuse.
+#[tokio::test]
+async fn two_processes_share_the_user_bucket() {
+    let dir = temp_dir("shared-bucket");
+    let db = dir.join("keygate.db");
+    let mut webs = Vec::new();
+    let mut servers = Vec::new();
+    for name in ["a", "b"] {
+        let sub = dir.join(name);
+        std::fs::create_dir_all(&sub).unwrap();
+        let port = free_port();
+        let path = sub.join("keygate.yaml");
+        std::fs::write(
+            &path,
+            format!(
+                "apiVersion: keygate.io/v1alpha1\nkind: KeygateConfig\nspec:\n  issuer: http://127.0.0.1:{port}/\n  listen: 127.0.0.1:{port}\n  storage: {{type: sqlite, path: {}}}\n{}",
+                db.display(),
+                fixture_manifests()
+            ),
+        )
+        .unwrap();
+        let web = Http {
+            issuer: format!("http://127.0.0.1:{port}/"),
+            http: http_client(),
+        };
+        servers.push(start(&path, &web.url("healthz"), &web.http).await);
+        webs.push(web);
+    }
+    let forms = [form_url(&webs[0]).await, form_url(&webs[1]).await];
+    for _ in 0..10 {
+        for (web, form) in webs.iter().zip(&forms) {
+            assert_eq!(
+                post_login(web, form, "jane@example.com", "wrong")
+                    .await
+                    .status(),
+                401
+            );
+        }
+    }
+    for (web, form) in webs.iter().zip(&forms) {
+        assert_eq!(
+            post_login(web, form, "jane@example.com", "password")
+                .await
+                .status(),
+            429
+        );
+    }
+    for s in servers {
+        s.stop();
+    }
+}
+
+#[tokio::test]
+async fn users_cli_locks_and_unlocks() {
+    let dir = temp_dir("users-cli");
+    let port = free_port();
+    let cfg = config(&dir, port, "http", "");
+    let web = Http {
+        issuer: format!("http://127.0.0.1:{port}/"),
+        http: http_client(),
+    };
+    let server = start(&cfg, &web.url("healthz"), &web.http).await;
+    let cli = |args: &[&str]| {
+        Command::new(BIN)
+            .arg("users")
+            .args(args)
+            .arg("--config")
+            .arg(&cfg)
+            .output()
+            .unwrap()
+    };
+    let out = cli(&["lock", "jane@example.com", "--for", "1h"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let form = form_url(&web).await;
+    assert_eq!(
+        post_login(&web, &form, "jane@example.com", "password")
+            .await
+            .status(),
+        401
+    );
+    let list = String::from_utf8_lossy(&cli(&["list"]).stdout).into_owned();
+    assert!(list.contains("locked (LockedByAdministrator)"), "{list}");
+    assert!(
+        cli(&["unlock", "jane"]).status.success(),
+        "by name works too"
+    );
+    assert_eq!(
+        post_login(&web, &form, "jane@example.com", "password")
+            .await
+            .status(),
+        303
+    );
+    assert_eq!(cli(&["lock", "nobody@example.com"]).status.code(), Some(1));
+    server.stop();
+}
