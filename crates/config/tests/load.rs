@@ -192,3 +192,69 @@ fn duplicate_emails_and_invalid_yaml() {
     let err = load(&write("yaml", "kind: [unclosed\n")).unwrap_err();
     assert!(err.to_string().contains("invalid YAML"), "{err}");
 }
+
+#[test]
+fn kubectl_list_output_and_exported_module_config_load() {
+    let text = format!(
+        "{}---
+apiVersion: v1
+kind: List
+metadata: {{resourceVersion: \"\"}}
+items:
+- apiVersion: deckhouse.io/v1
+  kind: User
+  metadata: {{name: a, uid: 1234, resourceVersion: \"99\", creationTimestamp: \"2026-01-01T00:00:00Z\"}}
+  spec: {{email: a@example.com, password: \"{HASH}\", groups: [stale], userID: a}}
+  status: {{groups: [stale], expireAt: \"2030-01-01T00:00:00Z\"}}
+- apiVersion: deckhouse.io/v1
+  kind: DexClient
+  metadata:
+    name: kubeconfig
+    namespace: tools
+    annotations: {{dexclient.deckhouse.io/allow-access-to-kubernetes: \"false\"}}
+  spec: {{redirectURIs: [\"http://localhost:8000\"], secret: s}}
+---
+apiVersion: deckhouse.io/v1alpha1
+kind: ModuleConfig
+metadata: {{name: user-authn}}
+spec:
+  enabled: true
+  version: 2
+  maintenance: NoResourceReconciliation
+  settings:
+    resources: {{requests: {{cpu: 100m}}}}
+    passwordPolicy: {{complexityLevel: Fair, lockout: {{maxAttempts: 5, lockDuration: 1d}}}}
+",
+        base()
+    );
+    let cfg = load(&write("list", &text)).unwrap();
+    assert_eq!(cfg.users.len(), 1);
+    assert!(
+        cfg.users[0].groups.is_empty(),
+        "deprecated spec.groups is ignored"
+    );
+    assert_eq!(cfg.users[0].expires_at, Some(1_893_456_000));
+    assert!(
+        cfg.clients[0].allow_access_to_kubernetes,
+        "Deckhouse's annotation counts by presence"
+    );
+    let lockout = cfg.provider.lockout.unwrap();
+    assert_eq!((lockout.max_attempts, lockout.lock_duration), (5, 86_400));
+    assert!(
+        cfg.warnings
+            .iter()
+            .any(|w| w.contains("spec.groups is deprecated"))
+    );
+    assert!(
+        cfg.warnings
+            .iter()
+            .any(|w| w.contains("only lockout applies"))
+    );
+}
+
+#[test]
+fn postgres_is_refused_until_it_exists() {
+    let text = "apiVersion: keygate.io/v1alpha1\nkind: KeygateConfig\nspec:\n  issuer: http://127.0.0.1:5556/\n  storage: {type: postgres, url: postgres://x}\n";
+    let err = load(&write("pg", text)).unwrap_err();
+    assert_eq!(err.field.as_deref(), Some("spec.storage.type"));
+}

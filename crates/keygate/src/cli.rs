@@ -28,6 +28,10 @@ SIGINT/SIGTERM stop accepting connections and let requests in flight finish."
         /// Configuration file or directory.
         #[arg(long, short, env = "KEYGATE_CONFIG", value_name = "PATH")]
         config: PathBuf,
+        /// Address to listen on; overrides spec.listen (e.g. several processes sharing one
+        /// configuration on one host).
+        #[arg(long, env = "KEYGATE_LISTEN", value_name = "HOST:PORT")]
+        listen: Option<String>,
         /// Log format; overrides spec.logging.format.
         #[arg(long, env = "KEYGATE_LOG_FORMAT", value_parser = ["text", "json"])]
         log_format: Option<String>,
@@ -42,6 +46,9 @@ SIGINT/SIGTERM stop accepting connections and let requests in flight finish."
     /// List users with their groups, expiry and lock state; lock and unlock them.
     #[command(subcommand)]
     Users(UsersCommand),
+    /// List OAuth2 clients; show a client secret Keygate generated.
+    #[command(subcommand)]
+    Clients(ClientsCommand),
     /// List or revoke sessions (refresh-token families) in the configured storage.
     #[command(subcommand)]
     Sessions(SessionsCommand),
@@ -113,5 +120,24 @@ pub enum UsersCommand {
         config: PathBuf,
         /// The user's email or User name.
         user: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClientsCommand {
+    /// Every client: DexClient manifests and the built-in ones.
+    List {
+        /// Configuration file or directory.
+        #[arg(long, short, env = "KEYGATE_CONFIG", value_name = "PATH")]
+        config: PathBuf,
+    },
+    /// Print the secret of a client: the one in its manifest, or the one Keygate generated for a
+    /// DexClient that declares none (after the first `keygate serve`).
+    Secret {
+        /// Configuration file or directory.
+        #[arg(long, short, env = "KEYGATE_CONFIG", value_name = "PATH")]
+        config: PathBuf,
+        /// The client id, e.g. dex-client-grafana@monitoring.
+        client_id: String,
     },
 }

@@ -7,13 +7,20 @@ use keygate_config::{Config, StorageConfig};
 use keygate_oidc::SystemClock;
 use keygate_server::{AppState, Pages, build_provider, router, serve};
 
-use crate::cli::{Cli, Command, SessionsCommand, UsersCommand};
+use crate::cli::{Cli, ClientsCommand, Command, SessionsCommand, UsersCommand};
 use crate::logging;
 
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Serve { config, log_format } => {
-            let config = keygate_config::load(&config)?;
+        Command::Serve {
+            config,
+            listen,
+            log_format,
+        } => {
+            let mut config = keygate_config::load(&config)?;
+            if let Some(listen) = listen {
+                config.provider.listen = listen;
+            }
             let json = match log_format.as_deref() {
                 Some(f) => f == "json",
                 None => config.provider.logging.json,
@@ -25,6 +32,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::HashPassword { cost } => hash_password(cost),
         Command::Sessions(cmd) => runtime()?.block_on(sessions(cmd)),
         Command::Users(cmd) => runtime()?.block_on(users(cmd)),
+        Command::Clients(cmd) => runtime()?.block_on(clients(cmd)),
     }
 }
 
@@ -177,6 +185,35 @@ fn check_config(path: &std::path::Path) -> Result<()> {
         opt(r.absolute_lifetime),
         if r.disable_rotation { "off" } else { "on" }
     );
+    if r.revoke_on_reuse || r.max_sessions_per_client.is_some() {
+        println!(
+            "                 revokeOnReuse {}, maxSessionsPerClient {}",
+            r.revoke_on_reuse,
+            r.max_sessions_per_client
+                .map_or_else(|| "unlimited".to_string(), |n| n.to_string())
+        );
+    }
+    let b = &p.brute_force;
+    println!(
+        "  brute force    {} attempts per user, one more every {}s; {} failures per address, one more every {}s; {} trusted prox{}",
+        b.attempts,
+        b.refill_every,
+        b.per_ip_attempts,
+        b.per_ip_refill_every,
+        b.trusted_proxies.len(),
+        if b.trusted_proxies.len() == 1 {
+            "y"
+        } else {
+            "ies"
+        }
+    );
+    match p.lockout {
+        Some(l) => println!(
+            "  lockout        after {} failed logins in a row, for {}s",
+            l.max_attempts, l.lock_duration
+        ),
+        None => println!("  lockout        off"),
+    }
     println!("  users          {}", config.users.len());
     for u in &config.users {
         println!(
@@ -244,7 +281,7 @@ async fn store_of(config: &Config) -> Result<keygate_store::Store> {
             "the configuration uses memory storage: sessions live only inside the running `keygate serve`"
         );
     }
-    Ok(keygate_server::open_store(&config.provider.storage).await?)
+    Ok(keygate_server::open_store(&config.provider.storage, false).await?)
 }
 
 fn time_label(t: Option<i64>) -> String {
@@ -392,6 +429,69 @@ async fn users(cmd: UsersCommand) -> Result<()> {
             let u = find(user.as_deref().unwrap_or_default())?;
             accounts::unlock(&store, &UserState::id_for(LOCAL_CONNECTOR, &u.name), now).await?;
             println!("unlocked {}", u.email);
+        }
+    }
+    Ok(())
+}
+
+async fn clients(cmd: ClientsCommand) -> Result<()> {
+    use keygate_store::model::GeneratedClientSecret;
+    match cmd {
+        ClientsCommand::List { config } => {
+            let config = keygate_config::load(&config)?;
+            println!("{:<44} {:<14} {:<6} REDIRECT URIS", "ID", "TYPE", "K8S");
+            for c in &config.clients {
+                let kind = if c.public {
+                    "public"
+                } else if c.secret.is_some() {
+                    "confidential"
+                } else {
+                    "generated"
+                };
+                let kube = if c.allow_access_to_kubernetes {
+                    "yes"
+                } else {
+                    "-"
+                };
+                println!(
+                    "{:<44} {:<14} {:<6} {}",
+                    c.id,
+                    kind,
+                    kube,
+                    c.redirect_uris.join(" ")
+                );
+            }
+            println!(
+                "{:<44} {:<14} {:<6} (built-in audience of kube-apiserver)",
+                keygate_oidc::KUBERNETES_CLIENT_ID,
+                "audience",
+                "-"
+            );
+        }
+        ClientsCommand::Secret { config, client_id } => {
+            let config = keygate_config::load(&config)?;
+            let spec = config
+                .clients
+                .iter()
+                .find(|c| c.id == client_id || c.legacy_id.as_deref() == Some(client_id.as_str()))
+                .ok_or_else(|| {
+                    anyhow::anyhow!("no DexClient with id {client_id:?} in the configuration")
+                })?;
+            if spec.public {
+                bail!("{} is a public client: it has no secret", spec.id);
+            }
+            if let Some(secret) = &spec.secret {
+                println!("{}", secret.expose());
+                return Ok(());
+            }
+            let store = store_of(&config).await?;
+            match store.get::<GeneratedClientSecret>(&spec.id).await? {
+                Some(s) => println!("{}", s.secret),
+                None => bail!(
+                    "no secret was generated for {} yet: start `keygate serve` once",
+                    spec.id
+                ),
+            }
         }
     }
     Ok(())

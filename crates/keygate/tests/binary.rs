@@ -745,3 +745,90 @@ async fn users_cli_locks_and_unlocks() {
     assert_eq!(cli(&["lock", "nobody@example.com"]).status.code(), Some(1));
     server.stop();
 }
+
+/// A DexClient without a secret gets one generated at the first start, kept in storage, shown by
+/// `keygate clients secret`, and it works at the token endpoint; `--listen` overrides spec.listen.
+#[tokio::test]
+async fn generated_client_secret_is_shown_and_works() {
+    let dir = temp_dir("gensecret");
+    let port = free_port();
+    let cfg = config(&dir, 1, "http", "");
+    // Issuer on `port`, spec.listen on port 1: --listen must win.
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("127.0.0.1:1/", &format!("127.0.0.1:{port}/"))
+        + "---\napiVersion: deckhouse.io/v1\nkind: DexClient\nmetadata: {name: nosecret, namespace: web}\nspec: {redirectURIs: [\"https://n.example.com/cb\"]}\n";
+    std::fs::write(&cfg, text).unwrap();
+    let web = Http {
+        issuer: format!("http://127.0.0.1:{port}/"),
+        http: http_client(),
+    };
+    let log = dir.join("serve.log");
+    let child = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--config",
+        ])
+        .arg(&cfg)
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let server = Server { child, log };
+    for _ in 0..200 {
+        if web
+            .http
+            .get(web.url("healthz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let banner = std::fs::read_to_string(&server.log).unwrap();
+    assert!(
+        banner.contains("generated a secret for client dex-client-nosecret@web"),
+        "{banner}"
+    );
+    let out = Command::new(BIN)
+        .args(["clients", "secret", "dex-client-nosecret@web", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let secret = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(secret.len() >= 20);
+    let code = web
+        .code_for(
+            "dex-client-nosecret@web",
+            "https://n.example.com/cb",
+            "openid",
+            "",
+        )
+        .await;
+    let (status, body) = web
+        .token(
+            Some(("dex-client-nosecret@web", &secret)),
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("redirect_uri", "https://n.example.com/cb"),
+            ],
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let listed = Command::new(BIN)
+        .args(["clients", "list", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("dex-client-nosecret@web"));
+    server.stop();
+}

@@ -51,6 +51,11 @@ impl ClientRegistry {
         let mut by_id = HashMap::new();
         let mut generated = Vec::new();
         let mut kube_peers = Vec::new();
+        // trustedPeers may name a client by Deckhouse's legacy `dex-client-<name>:<ns>` id.
+        let canonical: HashMap<&str, &str> = specs
+            .iter()
+            .filter_map(|s| s.legacy_id.as_deref().map(|legacy| (legacy, s.id.as_str())))
+            .collect();
         for spec in specs {
             let secret = match (&spec.secret, spec.public) {
                 (Some(s), _) => Some(s.clone()),
@@ -72,7 +77,15 @@ impl ClientRegistry {
                 secret,
                 public: spec.public,
                 redirect_uris: spec.redirect_uris.clone(),
-                trusted_peers: spec.trusted_peers.clone(),
+                trusted_peers: spec
+                    .trusted_peers
+                    .iter()
+                    .map(|p| {
+                        canonical
+                            .get(p.as_str())
+                            .map_or_else(|| p.clone(), |c| (*c).to_owned())
+                    })
+                    .collect(),
                 allowed_groups: spec.allowed_groups.clone(),
                 allowed_emails: spec.allowed_emails.clone(),
             });

@@ -28,8 +28,12 @@ pub struct KeyManager {
     state: RwLock<Arc<KeyState>>,
 }
 
+/// How long after a rotation every replica has surely picked it up (twice the maintenance period).
+const RETIRE_SLACK: i64 = 60;
+
 fn fingerprint(keys: &SigningKeys) -> Vec<String> {
     let mut f = vec![keys.signing.kid.clone()];
+    f.extend(keys.next.iter().map(|n| format!("next:{}", n.kid)));
     f.extend(
         keys.verification
             .iter()
@@ -78,10 +82,10 @@ impl KeyManager {
         loop {
             match store.get_versioned::<SigningKeys>(SigningKeys::ID).await? {
                 None => {
-                    let stored = generate(settings, now).await?;
                     let keys = SigningKeys {
                         id: SigningKeys::ID.into(),
-                        signing: stored,
+                        signing: generate(settings, now).await?,
+                        next: Some(generate(settings, now).await?),
                         verification: Vec::new(),
                         next_rotation: now + settings.rotation_period,
                     };
@@ -96,11 +100,16 @@ impl KeyManager {
                     }
                 }
                 Some((keys, version)) => {
-                    let wrong_alg = keys.signing.alg != settings.algorithm.as_str();
+                    let alg = settings.algorithm.as_str();
+                    let wrong_alg = keys.signing.alg != alg;
                     if now < keys.next_rotation && !wrong_alg {
                         return Ok(keys);
                     }
-                    let stored = generate(settings, now).await?;
+                    // The published next key takes over; a new next key is published.
+                    let signing = match keys.next.clone() {
+                        Some(next) if next.alg == alg => next,
+                        _ => generate(settings, now).await?,
+                    };
                     let old = Signer::from_stored(&keys.signing.alg, &keys.signing.private_pkcs8)?;
                     let mut verification: Vec<VerificationKey> = keys
                         .verification
@@ -112,12 +121,15 @@ impl KeyManager {
                         VerificationKey {
                             kid: keys.signing.kid.clone(),
                             jwk: old.public_jwk(&keys.signing.kid),
-                            expires_at: now + retire_after,
+                            // Replicas pick a rotation up within one refresh period and may sign
+                            // with the old key until then: keep it that much longer.
+                            expires_at: now + retire_after + RETIRE_SLACK,
                         },
                     );
                     let rotated = SigningKeys {
                         id: SigningKeys::ID.into(),
-                        signing: stored,
+                        signing,
+                        next: Some(generate(settings, now).await?),
                         verification,
                         next_rotation: now + settings.rotation_period,
                     };
@@ -143,6 +155,9 @@ impl KeyManager {
             )?),
         };
         let mut jwks = vec![signer.public_jwk(&keys.signing.kid)];
+        if let Some(next) = &keys.next {
+            jwks.push(Signer::from_stored(&next.alg, &next.private_pkcs8)?.public_jwk(&next.kid));
+        }
         jwks.extend(keys.verification.iter().map(|v| v.jwk.clone()));
         let jwks_bytes: Arc<[u8]> = serde_json::to_vec_pretty(&json!({ "keys": jwks }))
             .map_err(|e| ProviderError::Crypto(e.to_string()))?
@@ -222,22 +237,24 @@ mod tests {
             .unwrap();
         let old_token = keys.sign(b"{}").unwrap();
         assert!(keys.verify(&old_token).is_some());
+        let kid = |token: &str| token.split('.').next().unwrap().to_owned();
 
-        // Not yet due: nothing changes.
+        // Not yet due: nothing changes. JWKS holds the signing key and the published next key.
         keys.refresh(4_599).await.unwrap();
-        assert_eq!(keys.current().jwks.len(), 1);
+        assert_eq!(keys.current().jwks.len(), 2);
+        let next_kid = keys.current().jwks[1]["kid"].clone();
 
-        // Due: a new key signs, the old one still verifies until it has been retired 600 s.
+        // Due: the published next key signs, the old one still verifies.
         keys.refresh(4_600).await.unwrap();
         let state = keys.current();
-        assert_eq!(state.jwks.len(), 2);
+        assert_eq!(state.jwks.len(), 3, "signing, next, retired");
+        assert_eq!(
+            state.jwks[0]["kid"], next_kid,
+            "the key verifiers already knew takes over"
+        );
         assert!(keys.verify(&old_token).is_some());
         let new_token = keys.sign(b"{}").unwrap();
-        assert_ne!(
-            new_token.split('.').next(),
-            old_token.split('.').next(),
-            "new kid in the header"
-        );
+        assert_ne!(kid(&new_token), kid(&old_token), "new kid in the header");
 
         // A second replica on the same store loads the same state without rotating again.
         let replica = KeyManager::start(store.clone(), settings(), 600, 4_601)
@@ -245,11 +262,34 @@ mod tests {
             .unwrap();
         assert_eq!(replica.jwks_bytes(), keys.jwks_bytes());
 
-        // After the next rotation the first key has expired from JWKS.
+        // The retired key lives idTokenTTL plus the replicas' slack after the rotation.
+        keys.refresh(4_600 + 600 + RETIRE_SLACK - 1).await.unwrap();
+        assert!(keys.verify(&old_token).is_some());
         keys.refresh(4_600 + 3_600).await.unwrap();
         assert!(keys.verify(&old_token).is_none());
         assert!(keys.verify(&new_token).is_some());
         replica.refresh(4_600 + 3_601).await.unwrap();
         assert_eq!(replica.jwks_bytes(), keys.jwks_bytes(), "replicas converge");
+    }
+
+    #[tokio::test]
+    async fn changing_the_algorithm_rotates_at_once() {
+        let store = Store::new(StdArc::new(MemoryBackend::new()));
+        let _ = KeyManager::start(store.clone(), settings(), 600, 1_000)
+            .await
+            .unwrap();
+        let rsa = SigningSettings {
+            algorithm: SigningAlgorithm::Rs256,
+            rotation_period: 3600,
+        };
+        let keys = KeyManager::start(store.clone(), rsa, 600, 1_001)
+            .await
+            .unwrap();
+        assert_eq!(keys.algorithm(), "RS256");
+        assert_eq!(
+            keys.current().jwks[1]["alg"],
+            "RS256",
+            "the next key follows the new algorithm"
+        );
     }
 }

@@ -25,14 +25,20 @@ pub struct Built {
     pub generated_secrets: Vec<String>,
 }
 
-pub async fn open_store(storage: &StorageConfig) -> Result<Store, BuildError> {
+/// Opens the configured storage; with `create`, a missing SQLite file is created.
+pub async fn open_store(storage: &StorageConfig, create: bool) -> Result<Store, BuildError> {
     Ok(match storage {
         StorageConfig::Memory => Store::new(Arc::new(MemoryBackend::new())),
         StorageConfig::Sqlite { path } => {
             let path = path.to_str().ok_or_else(|| {
                 BuildError::Unsupported("the SQLite path is not valid UTF-8".into())
             })?;
-            Store::new(Arc::new(SqliteBackend::open(path).await?))
+            let backend = if create {
+                SqliteBackend::open(path).await?
+            } else {
+                SqliteBackend::open_existing(path).await?
+            };
+            Store::new(Arc::new(backend))
         }
         StorageConfig::Postgres { .. } => {
             return Err(BuildError::Unsupported(
@@ -45,7 +51,7 @@ pub async fn open_store(storage: &StorageConfig) -> Result<Store, BuildError> {
 
 pub async fn build_provider(config: &Config, clock: Arc<dyn Clock>) -> Result<Built, BuildError> {
     let settings = config.provider.clone();
-    let store = open_store(&settings.storage).await?;
+    let store = open_store(&settings.storage, true).await?;
     let now = clock.now();
     let keys =
         KeyManager::start(store.clone(), settings.signing, settings.id_token_ttl, now).await?;

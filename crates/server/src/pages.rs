@@ -33,6 +33,14 @@ impl Pages {
     /// `static_url` ends with `/`. Templates in `frontend.templates_dir` replace the embedded ones
     /// of the same name.
     pub fn new(frontend: &Frontend, issuer: &str, static_url: String) -> Result<Self, String> {
+        if let Some(dir) = &frontend.templates_dir
+            && !dir.is_dir()
+        {
+            return Err(format!(
+                "spec.frontend.templatesDir: {} is not a directory",
+                dir.display()
+            ));
+        }
         let mut env = Environment::new();
         for (name, source) in EMBEDDED {
             let source = match &frontend.templates_dir {

@@ -212,6 +212,7 @@ async fn garbage_collection(store: &Store) {
             private_pkcs8: "AAAA".into(),
             created_at: 0,
         },
+        next: None,
         verification: vec![],
         next_rotation: 0,
     };

@@ -154,6 +154,10 @@ pub struct VerificationKey {
 pub struct SigningKeys {
     pub id: String,
     pub signing: StoredSigningKey,
+    /// The key that signs after the next rotation. Published in JWKS from the moment it exists,
+    /// so every verifier (and every replica's cached JWKS) knows it before the first token it signs.
+    #[serde(default)]
+    pub next: Option<StoredSigningKey>,
     #[serde(default)]
     pub verification: Vec<VerificationKey>,
     pub next_rotation: i64,

@@ -1,4 +1,3 @@
-use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -15,8 +14,24 @@ pub struct SqliteBackend {
 impl SqliteBackend {
     /// Opens (creating if needed) the database file and applies pending migrations.
     pub async fn open(path: &str) -> Result<Self, StoreError> {
-        let options = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))?
-            .create_if_missing(true)
+        if !std::path::Path::new(path).exists() {
+            create_private_file(path)?;
+        }
+        Self::connect(path).await
+    }
+
+    /// Opens a database that must already exist (administrative commands must not create one
+    /// at a mistyped path).
+    pub async fn open_existing(path: &str) -> Result<Self, StoreError> {
+        if !std::path::Path::new(path).is_file() {
+            return Err(StoreError::Backend(format!("no SQLite database at {path}")));
+        }
+        Self::connect(path).await
+    }
+
+    async fn connect(path: &str) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             // Several `keygate serve` processes may share the file: wait for the writer instead of
@@ -29,6 +44,20 @@ impl SqliteBackend {
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
         Ok(Self { pool })
+    }
+}
+
+/// The database holds the private signing keys: create it readable by its owner only. SQLite
+/// gives its -wal and -shm files the same permissions.
+fn create_private_file(path: &str) -> Result<(), StoreError> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(StoreError::Backend(format!("cannot create {path}: {e}"))),
     }
 }
 

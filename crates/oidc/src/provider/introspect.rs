@@ -33,6 +33,11 @@ impl Provider {
     /// refresh tokens only by the client they were issued to.
     pub async fn introspect(&self, auth: &ClientAuth, token: &str) -> Result<Value, OAuthError> {
         let client = self.clients.authenticate(auth)?;
+        if client.public {
+            return Err(OAuthError::invalid_client(
+                "Public clients cannot introspect tokens.",
+            ));
+        }
         let inactive = json!({ "active": false });
         if token.is_empty() {
             return Err(OAuthError::invalid_request("No token provided."));

@@ -52,8 +52,7 @@ fn secret_eq(stored: &str, presented: &str) -> bool {
 }
 
 impl Provider {
-    /// Creates a new family for a redeemed code. With `maxSessionsPerClient`, the user's oldest
-    /// families for this client go first, so a new kubeconfig never fails for lack of room.
+    /// Creates a new family for a code being redeemed.
     pub(super) async fn create_refresh_token(
         &self,
         code: &AuthCode,
@@ -73,25 +72,32 @@ impl Provider {
             expires_at: 0,
         };
         token.expires_at = self.refresh_expiry(&token);
-        if let Some(cap) = self.settings.refresh.max_sessions_per_client {
-            let owner =
-                keygate_store::model::refresh_owner(&token.connector_id, &token.identity.user_id);
-            let mut mine: Vec<RefreshToken> = self
-                .store
-                .list_owned::<RefreshToken>(&owner)
-                .await?
-                .into_iter()
-                .filter(|t| t.client_id == token.client_id)
-                .collect();
-            mine.sort_by_key(|t| (t.created_at, t.id.clone()));
-            let excess = (mine.len() + 1).saturating_sub(cap as usize);
-            for old in mine.iter().take(excess) {
-                self.store.delete::<RefreshToken>(&old.id).await?;
-                tracing::info!(user = %old.identity.email, client = %old.client_id, session = %old.id, "dropped the oldest session (maxSessionsPerClient)");
-            }
-        }
         self.store.create(&token).await?;
         Ok(token)
+    }
+
+    /// With `maxSessionsPerClient`, drops the user's oldest families for this client beyond the
+    /// cap, so a new kubeconfig never fails for lack of room. Runs once the code is redeemed.
+    pub(super) async fn enforce_session_cap(&self, token: &RefreshToken) -> Result<(), OAuthError> {
+        let Some(cap) = self.settings.refresh.max_sessions_per_client else {
+            return Ok(());
+        };
+        let owner =
+            keygate_store::model::refresh_owner(&token.connector_id, &token.identity.user_id);
+        let mut others: Vec<RefreshToken> = self
+            .store
+            .list_owned::<RefreshToken>(&owner)
+            .await?
+            .into_iter()
+            .filter(|t| t.client_id == token.client_id && t.id != token.id)
+            .collect();
+        others.sort_by_key(|t| (t.created_at, t.id.clone()));
+        let excess = (others.len() + 1).saturating_sub(cap as usize);
+        for old in others.iter().take(excess) {
+            self.store.delete::<RefreshToken>(&old.id).await?;
+            tracing::info!(user = %old.identity.email, client = %old.client_id, session = %old.id, "dropped the oldest session (maxSessionsPerClient)");
+        }
+        Ok(())
     }
 
     /// The earliest moment the family stops being valid (idle or absolute), `i64::MAX` if never.

@@ -136,6 +136,9 @@ impl Provider {
             }
             return Err(invalid());
         }
+        if let Some(r) = &refresh {
+            self.enforce_session_cap(r).await?;
+        }
         self.metrics.codes_exchanged.inc();
         let refresh_value = refresh.as_ref().map(|r| format!("{}.{}", r.id, r.token));
         self.issue(
