@@ -2,6 +2,7 @@
 //! directory) turned into one validated runtime model. Every error names the file, the document and
 //! the field path.
 
+mod authenticator;
 mod duration;
 mod error;
 mod groups;
@@ -12,10 +13,13 @@ mod net;
 mod password;
 mod secret;
 
+pub use authenticator::{
+    Application, AuthenticatorSettings, AuthenticatorSpec, SessionStoreConfig, load_authenticator,
+};
 pub use duration::parse_duration;
 pub use error::ConfigError;
 pub use load::load;
 pub use model::*;
-pub use net::IpNet;
+pub use net::{IpNet, resolve_client_ip};
 pub use password::{MAX_BCRYPT_COST, MIN_BCRYPT_COST, PasswordHash};
 pub use secret::Secret;

@@ -11,8 +11,15 @@ use crate::manifests::*;
 use crate::model::*;
 use crate::{ConfigError, PasswordHash, parse_duration, secret};
 
-/// Reads a file or a directory of `*.yaml`/`*.yml` files (not recursive, in name order).
+/// Reads a file or a directory of `*.yaml`/`*.yml` files (not recursive, in name order): the
+/// configuration of `keygate serve`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let (files, docs) = read_documents(path)?;
+    build(files, docs)
+}
+
+/// Every document of the file or directory, with its location.
+pub(crate) fn read_documents(path: &Path) -> Result<(Vec<PathBuf>, Vec<Document>), ConfigError> {
     let files = list_files(path)?;
     let mut docs = Vec::new();
     for file in &files {
@@ -55,7 +62,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
             docs.push(Document::parse(value, at)?);
         }
     }
-    build(files, docs)
+    Ok((files, docs))
 }
 
 fn list_files(path: &Path) -> Result<Vec<PathBuf>, ConfigError> {
@@ -98,7 +105,11 @@ struct Envelope {
 }
 
 /// Deserializes `value` into `T`, reporting the failing field as `prefix.path`.
-fn typed<T: DeserializeOwned>(value: Value, prefix: &str, at: &Location) -> Result<T, ConfigError> {
+pub(crate) fn typed<T: DeserializeOwned>(
+    value: Value,
+    prefix: &str,
+    at: &Location,
+) -> Result<T, ConfigError> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let field = match (prefix, path.as_str()) {
@@ -115,12 +126,12 @@ fn typed<T: DeserializeOwned>(value: Value, prefix: &str, at: &Location) -> Resu
     })
 }
 
-struct Document {
-    at: Location,
-    kind: String,
-    metadata: Metadata,
-    spec: Value,
-    status: Option<Value>,
+pub(crate) struct Document {
+    pub(crate) at: Location,
+    pub(crate) kind: String,
+    pub(crate) metadata: Metadata,
+    pub(crate) spec: Value,
+    pub(crate) status: Option<Value>,
 }
 
 impl Document {
@@ -140,15 +151,18 @@ impl Document {
             None => env.kind.clone(),
         });
         let expected: &[&str] = match env.kind.as_str() {
-            "KeygateConfig" => &["keygate.io/v1alpha1"],
+            "KeygateConfig" | "AuthenticatorConfig" => &["keygate.io/v1alpha1"],
             "ModuleConfig" => &["deckhouse.io/v1alpha1"],
-            "User" | "DexClient" | "DexProvider" | "DexAuthenticator" => {
-                &["deckhouse.io/v1", "deckhouse.io/v1alpha1"]
-            }
+            "DexAuthenticator" => &[
+                "deckhouse.io/v1",
+                "deckhouse.io/v1alpha1",
+                "deckhouse.io/v2alpha1",
+            ],
+            "User" | "DexClient" | "DexProvider" => &["deckhouse.io/v1", "deckhouse.io/v1alpha1"],
             "Group" => &["deckhouse.io/v1alpha1"],
             other => {
                 return Err(ConfigError::new(format!(
-                    "unknown kind {other:?}: expected KeygateConfig, ModuleConfig, User, Group or DexClient"
+                    "unknown kind {other:?}: expected KeygateConfig, ModuleConfig, User, Group, DexClient, DexAuthenticator or AuthenticatorConfig"
                 ))
                 .field("kind")
                 .at(&at));
@@ -173,7 +187,7 @@ impl Document {
         })
     }
 
-    fn name(&self) -> Result<String, ConfigError> {
+    pub(crate) fn name(&self) -> Result<String, ConfigError> {
         match self.metadata.name.as_deref() {
             Some(n) if !n.trim().is_empty() => Ok(n.to_owned()),
             _ => Err(ConfigError::new("is required")
@@ -182,19 +196,19 @@ impl Document {
         }
     }
 
-    fn spec<T: DeserializeOwned>(&self) -> Result<T, ConfigError> {
+    pub(crate) fn spec<T: DeserializeOwned>(&self) -> Result<T, ConfigError> {
         if self.spec.is_null() {
             return Err(ConfigError::new("is required").field("spec").at(&self.at));
         }
         typed(self.spec.clone(), "spec", &self.at)
     }
 
-    fn err(&self, field: &str, message: impl Into<String>) -> ConfigError {
+    pub(crate) fn err(&self, field: &str, message: impl Into<String>) -> ConfigError {
         ConfigError::new(message).field(field).at(&self.at)
     }
 }
 
-fn seconds(
+pub(crate) fn seconds(
     doc: &Document,
     field: &str,
     value: Option<&str>,
@@ -208,7 +222,7 @@ fn seconds(
     }
 }
 
-fn positive_seconds(
+pub(crate) fn positive_seconds(
     doc: &Document,
     field: &str,
     value: Option<&str>,
@@ -272,6 +286,13 @@ fn build(sources: Vec<PathBuf>, docs: Vec<Document>) -> Result<Config, ConfigErr
             "User" => users.push(user(doc, &mut warnings)?),
             "Group" => groups.push(group(doc)?),
             "DexClient" => clients.push(client(doc)?),
+            "DexAuthenticator" => {
+                let a = crate::authenticator::dex_authenticator(doc, &mut warnings)?;
+                clients.push((doc, a.client_spec()));
+            }
+            "AuthenticatorConfig" => {
+                warnings.push(format!("{}: AuthenticatorConfig is for keygate authenticator; keygate serve ignores it", doc.at));
+            }
             other => {
                 return Err(doc.err(
                     "kind",
@@ -924,7 +945,7 @@ fn client(doc: &Document) -> Result<(&Document, ClientSpec), ConfigError> {
     ))
 }
 
-fn validate_redirect_uri(uri: &str) -> Result<(), String> {
+pub(crate) fn validate_redirect_uri(uri: &str) -> Result<(), String> {
     if uri == "urn:ietf:wg:oauth:2.0:oob" || uri == "/device/callback" {
         return Ok(());
     }

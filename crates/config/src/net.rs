@@ -55,6 +55,33 @@ impl IpNet {
     }
 }
 
+/// The client's address behind proxies: the TCP peer unless it is a trusted proxy; then the
+/// rightmost `X-Forwarded-For` hop that is not a trusted proxy (everything left of it could have
+/// been written by the client), else `X-Real-IP`, else the peer.
+pub fn resolve_client_ip(
+    peer: IpAddr,
+    forwarded_for: &[&str],
+    real_ip: Option<&str>,
+    trusted: &[IpNet],
+) -> IpAddr {
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(peer) {
+        return peer;
+    }
+    let hops: Vec<IpAddr> = forwarded_for
+        .iter()
+        .flat_map(|v| v.split(','))
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    if let Some(ip) = hops.iter().rev().find(|ip| !is_trusted(**ip)) {
+        return *ip;
+    }
+    if let Some(real) = real_ip.and_then(|v| v.trim().parse().ok()) {
+        return real;
+    }
+    hops.first().copied().unwrap_or(peer)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

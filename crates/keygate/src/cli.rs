@@ -36,6 +36,24 @@ SIGINT/SIGTERM stop accepting connections and let requests in flight finish."
         #[arg(long, env = "KEYGATE_LOG_FORMAT", value_parser = ["text", "json"])]
         log_format: Option<String>,
     },
+    /// Run the authenticating proxy (DexAuthenticator) in front of one application.
+    #[command(
+        after_help = "Example:\n  keygate authenticator --config authenticator.yaml\n\n\
+The configuration holds one DexAuthenticator manifest (the application, its domain, who may use it)\n\
+and one AuthenticatorConfig document (listen address, issuer, secrets, session store, optional upstream).\n\
+Put it behind nginx auth_request (/dex-authenticator/auth) or set spec.upstream to proxy in-line."
+    )]
+    Authenticator {
+        /// Configuration file or directory.
+        #[arg(long, short, env = "KEYGATE_CONFIG", value_name = "PATH")]
+        config: PathBuf,
+        /// Address to listen on; overrides spec.listen.
+        #[arg(long, env = "KEYGATE_LISTEN", value_name = "HOST:PORT")]
+        listen: Option<String>,
+        /// Log format; overrides spec.logging.format.
+        #[arg(long, env = "KEYGATE_LOG_FORMAT", value_parser = ["text", "json"])]
+        log_format: Option<String>,
+    },
     /// Validate a configuration and explain what it declares. Exits 1 on the first error, naming
     /// the file, the document and the field.
     CheckConfig {

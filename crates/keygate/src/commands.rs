@@ -28,6 +28,22 @@ pub fn run(cli: Cli) -> Result<()> {
             logging::init(&config.provider.logging.level, json);
             runtime()?.block_on(serve_provider(config))
         }
+        Command::Authenticator {
+            config,
+            listen,
+            log_format,
+        } => {
+            let mut settings = keygate_config::load_authenticator(&config)?;
+            if let Some(listen) = listen {
+                settings.listen = listen;
+            }
+            let json = match log_format.as_deref() {
+                Some(f) => f == "json",
+                None => settings.logging.json,
+            };
+            logging::init(&settings.logging.level, json);
+            runtime()?.block_on(serve_authenticator(settings))
+        }
         Command::CheckConfig { config } => check_config(&config),
         Command::HashPassword { cost } => hash_password(cost),
         Command::Sessions(cmd) => runtime()?.block_on(sessions(cmd)),
@@ -135,6 +151,57 @@ fn banner(
         ));
     }
     eprintln!("\n{}\n", lines.join("\n"));
+}
+
+async fn serve_authenticator(settings: keygate_config::AuthenticatorSettings) -> Result<()> {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    for w in &settings.warnings {
+        tracing::warn!("{w}");
+    }
+    let listener = tokio::net::TcpListener::bind(&settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let local = listener.local_addr()?;
+    let a = &settings.authenticator;
+    let mut lines = vec![
+        format!(
+            "Keygate {} authenticator is running",
+            env!("CARGO_PKG_VERSION")
+        ),
+        format!("  client      {}", a.client_id),
+        format!("  issuer      {}", settings.issuer),
+        format!(
+            "  listening   http://{local}  (nginx auth_request: http://{local}/dex-authenticator/auth)"
+        ),
+    ];
+    for app in &a.applications {
+        lines.push(format!(
+            "  application https://{}/  (callback https://{}/dex-authenticator/callback)",
+            app.domain, app.domain
+        ));
+    }
+    lines.push(format!(
+        "  sessions    {}",
+        match &settings.session_store {
+            keygate_config::SessionStoreConfig::Memory => "memory (this process only)".to_string(),
+            keygate_config::SessionStoreConfig::Redis { .. } => "redis".to_string(),
+        }
+    ));
+    if let Some(u) = &settings.upstream {
+        lines.push(format!("  upstream    {u}  (reverse-proxy mode)"));
+    }
+    let state = keygate_authenticator::build_state(settings, Arc::new(SystemClock))
+        .map_err(anyhow::Error::msg)?;
+    eprintln!("\n{}\n", lines.join("\n"));
+    serve(
+        listener,
+        keygate_authenticator::router(state),
+        None,
+        shutdown_signal(),
+    )
+    .await?;
+    tracing::info!("stopped");
+    Ok(())
 }
 
 async fn shutdown_signal() {

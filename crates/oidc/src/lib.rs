@@ -17,7 +17,7 @@ mod random;
 mod scopes;
 mod users;
 
-pub use claims::IdTokenClaims;
+pub use claims::{Audience, IdTokenClaims};
 pub use clients::{Client, ClientAuth, ClientRegistry, KUBERNETES_CLIENT_ID};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{ErrorCode, OAuthError, ProviderError};
@@ -29,6 +29,12 @@ pub use provider::{
     TokenResponse, sessions,
 };
 pub use random::random_id;
+
+/// Verifies a compact JWS against a set of public JWKs; the payload when valid (for relying
+/// parties such as the authenticator).
+pub fn verify_jws(token: &str, jwks: &[serde_json::Value]) -> Option<Vec<u8>> {
+    jose::verify(token, jwks)
+}
 
 /// PKCE S256 transform (for built-in relying parties such as the demo page).
 pub fn pkce_s256(verifier: &str) -> String {

@@ -12,31 +12,18 @@ pub fn client_ip(
     headers: &HeaderMap,
     trusted: &[IpNet],
 ) -> Option<IpAddr> {
-    let peer = peer?.0.ip();
-    let is_trusted = |ip: IpAddr| trusted.iter().any(|net| net.contains(ip));
-    if !is_trusted(peer) {
-        return Some(peer);
-    }
-    // X-Forwarded-For: client, proxy1, proxy2. Walk from the right and take the first address
-    // that is not one of our proxies: everything left of it could have been written by the client.
-    let forwarded: Vec<IpAddr> = headers
+    let forwarded: Vec<&str> = headers
         .get_all("x-forwarded-for")
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|s| s.trim().parse().ok())
         .collect();
-    if let Some(ip) = forwarded.iter().rev().find(|ip| !is_trusted(**ip)) {
-        return Some(*ip);
-    }
-    if let Some(real) = headers
-        .get("x-real-ip")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse().ok())
-    {
-        return Some(real);
-    }
-    forwarded.first().copied().or(Some(peer))
+    let real_ip = headers.get("x-real-ip").and_then(|v| v.to_str().ok());
+    Some(keygate_config::resolve_client_ip(
+        peer?.0.ip(),
+        &forwarded,
+        real_ip,
+        trusted,
+    ))
 }
 
 /// Extractor: the client's address as [`client_ip`] resolves it (`None` without a TCP peer).

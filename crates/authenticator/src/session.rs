@@ -1,0 +1,191 @@
+//! Where sessions (sealed ID tokens and claims) live: Redis, shared by nothing but this replica in
+//! Deckhouse's layout, or process memory. Every call is bounded in time: a slow or dead Redis
+//! degrades to the refresh path, it never blocks requests.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use tokio::sync::Mutex;
+
+/// How long one store call may take before we treat the store as unavailable.
+const STORE_TIMEOUT: Duration = Duration::from_millis(300);
+/// After a failure, how long before we try to reconnect to Redis.
+const RECONNECT_BACKOFF: Duration = Duration::from_secs(1);
+
+#[async_trait]
+pub trait SessionStore: Send + Sync + 'static {
+    /// `None` when missing or when the store is unavailable (the caller then refreshes).
+    async fn get(&self, ticket: &str) -> Option<Vec<u8>>;
+    /// Best effort: a failed write only costs a refresh later.
+    async fn put(&self, ticket: &str, value: Vec<u8>, ttl_seconds: u64);
+    async fn delete(&self, ticket: &str);
+    /// Whether the store answers (for /readyz).
+    async fn healthy(&self) -> bool;
+}
+
+#[derive(Default)]
+pub struct MemoryStore {
+    entries: Mutex<HashMap<String, (Vec<u8>, Instant)>>,
+}
+
+#[async_trait]
+impl SessionStore for MemoryStore {
+    async fn get(&self, ticket: &str) -> Option<Vec<u8>> {
+        let mut entries = self.entries.lock().await;
+        match entries.get(ticket) {
+            Some((v, until)) if *until > Instant::now() => Some(v.clone()),
+            Some(_) => {
+                entries.remove(ticket);
+                None
+            }
+            None => None,
+        }
+    }
+
+    async fn put(&self, ticket: &str, value: Vec<u8>, ttl_seconds: u64) {
+        let mut entries = self.entries.lock().await;
+        let now = Instant::now();
+        if entries.len() > 100_000 {
+            entries.retain(|_, (_, until)| *until > now);
+        }
+        entries.insert(
+            ticket.to_owned(),
+            (value, now + Duration::from_secs(ttl_seconds)),
+        );
+    }
+
+    async fn delete(&self, ticket: &str) {
+        self.entries.lock().await.remove(ticket);
+    }
+
+    async fn healthy(&self) -> bool {
+        true
+    }
+}
+
+pub struct RedisStore {
+    client: redis::Client,
+    conn: Mutex<Option<redis::aio::ConnectionManager>>,
+    last_failure: Mutex<Option<Instant>>,
+}
+
+fn key(ticket: &str) -> String {
+    format!("keygate:session:{ticket}")
+}
+
+impl RedisStore {
+    pub fn new(url: &str) -> Result<Self, String> {
+        let client = redis::Client::open(url).map_err(|e| format!("invalid Redis URL: {e}"))?;
+        Ok(Self {
+            client,
+            conn: Mutex::new(None),
+            last_failure: Mutex::new(None),
+        })
+    }
+
+    /// A connection, (re)connecting at most once per backoff period.
+    async fn connection(&self) -> Option<redis::aio::ConnectionManager> {
+        if let Some(c) = self.conn.lock().await.as_ref() {
+            return Some(c.clone());
+        }
+        {
+            let mut last = self.last_failure.lock().await;
+            if last.is_some_and(|t| t.elapsed() < RECONNECT_BACKOFF) {
+                return None;
+            }
+            *last = Some(Instant::now());
+        }
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(STORE_TIMEOUT))
+            .set_response_timeout(Some(STORE_TIMEOUT))
+            .set_number_of_retries(1);
+        match tokio::time::timeout(
+            STORE_TIMEOUT * 2,
+            self.client.get_connection_manager_with_config(config),
+        )
+        .await
+        {
+            Ok(Ok(c)) => {
+                *self.last_failure.lock().await = None;
+                *self.conn.lock().await = Some(c.clone());
+                Some(c)
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "Redis unavailable; sessions fall back to refreshing");
+                None
+            }
+            Err(_) => {
+                tracing::warn!("Redis connection timed out; sessions fall back to refreshing");
+                None
+            }
+        }
+    }
+
+    async fn run<T, F, Fut>(&self, what: &str, op: F) -> Option<T>
+    where
+        F: FnOnce(redis::aio::ConnectionManager) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let conn = self.connection().await?;
+        match tokio::time::timeout(STORE_TIMEOUT, op(conn)).await {
+            Ok(Ok(v)) => Some(v),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, op = what, "Redis call failed");
+                None
+            }
+            Err(_) => {
+                tracing::warn!(op = what, "Redis call timed out");
+                None
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl SessionStore for RedisStore {
+    async fn get(&self, ticket: &str) -> Option<Vec<u8>> {
+        let k = key(ticket);
+        self.run("GET", |mut c| async move {
+            redis::cmd("GET")
+                .arg(&k)
+                .query_async::<Option<Vec<u8>>>(&mut c)
+                .await
+        })
+        .await
+        .flatten()
+    }
+
+    async fn put(&self, ticket: &str, value: Vec<u8>, ttl_seconds: u64) {
+        let k = key(ticket);
+        let ttl = ttl_seconds.max(1);
+        let _ = self
+            .run("SET", |mut c| async move {
+                redis::cmd("SET")
+                    .arg(&k)
+                    .arg(value)
+                    .arg("EX")
+                    .arg(ttl)
+                    .query_async::<()>(&mut c)
+                    .await
+            })
+            .await;
+    }
+
+    async fn delete(&self, ticket: &str) {
+        let k = key(ticket);
+        let _ = self
+            .run("DEL", |mut c| async move {
+                redis::cmd("DEL").arg(&k).query_async::<i64>(&mut c).await
+            })
+            .await;
+    }
+
+    async fn healthy(&self) -> bool {
+        self.run("PING", |mut c| async move {
+            redis::cmd("PING").query_async::<String>(&mut c).await
+        })
+        .await
+        .is_some()
+    }
+}

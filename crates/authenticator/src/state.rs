@@ -1,0 +1,59 @@
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use keygate_config::{AuthenticatorSettings, SessionStoreConfig};
+use keygate_oidc::Clock;
+use tokio::sync::Mutex;
+
+use crate::cookie::Sealer;
+use crate::provider_client::ProviderClient;
+use crate::proxy::Upstream;
+use crate::session::{MemoryStore, RedisStore, SessionStore};
+
+/// What every authenticator handler gets.
+#[derive(Clone)]
+pub struct AuthState {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub settings: AuthenticatorSettings,
+    /// Seals the session cookie.
+    pub cookies: Sealer,
+    /// Seals the short-lived sign-in state cookie.
+    pub states: Sealer,
+    pub store: Box<dyn SessionStore>,
+    pub provider: ProviderClient,
+    /// One refresh per session at a time in this process.
+    pub refreshing: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    pub upstream: Option<Upstream>,
+    pub clock: Arc<dyn Clock>,
+}
+
+pub fn build_state(
+    settings: AuthenticatorSettings,
+    clock: Arc<dyn Clock>,
+) -> Result<AuthState, String> {
+    let store: Box<dyn SessionStore> = match &settings.session_store {
+        SessionStoreConfig::Memory => Box::new(MemoryStore::default()),
+        SessionStoreConfig::Redis { url } => Box::new(RedisStore::new(url.expose())?),
+    };
+    let secret = settings.cookie_secret.expose().as_bytes().to_vec();
+    let upstream = settings
+        .upstream
+        .as_deref()
+        .map(Upstream::new)
+        .transpose()?;
+    Ok(AuthState {
+        inner: Arc::new(Inner {
+            cookies: Sealer::derive(&secret, "session-cookie"),
+            states: Sealer::derive(&secret, "sign-in-state"),
+            provider: ProviderClient::new(&settings)?,
+            store,
+            refreshing: Mutex::new(HashMap::new()),
+            upstream,
+            clock,
+            settings,
+        }),
+    })
+}
