@@ -37,6 +37,8 @@ export async function makeTempDir(prefix = 'keygate-interop-') {
 }
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+/** A timer that does not keep Node alive (for timeouts raced against a process exit). */
+const unrefSleep = (ms) => new Promise((r) => setTimeout(r, ms).unref());
 
 /**
  * Run a command, feeding `input` on stdin. Resolves {code, signal, stdout, stderr}.
@@ -157,7 +159,7 @@ export async function startKeygate({ configYaml, port, issuer, dir, readyTimeout
     } catch {
       /* already gone */
     }
-    const res = await Promise.race([exitPromise, sleep(5_000).then(() => null)]);
+    const res = await Promise.race([exitPromise, unrefSleep(5_000).then(() => null)]);
     if (res) return res;
     try {
       process.kill(child.pid, 'SIGKILL');

@@ -56,6 +56,11 @@ Put it behind nginx auth_request (/dex-authenticator/auth) or set spec.upstream 
     },
     /// Validate a configuration and explain what it declares. Exits 1 on the first error, naming
     /// the file, the document and the field.
+    #[command(
+        after_help = "Example:\n  keygate check-config --config /etc/keygate/\n\n\
+Prints what the configuration declares (issuer, storage, limits, users with their groups, clients)\n\
+and warnings for settings that have no effect here. Secrets are never printed."
+    )]
     CheckConfig {
         /// Configuration file or directory.
         #[arg(long, short, env = "KEYGATE_CONFIG", value_name = "PATH")]
@@ -73,6 +78,7 @@ Put it behind nginx auth_request (/dex-authenticator/auth) or set spec.upstream 
     /// Read a password on stdin and print a bcrypt hash for User.spec.password.
     #[command(
         after_help = "Example:\n  echo -n 'correct horse' | keygate hash-password\n\n\
+On a terminal it asks for the password twice, without echo.\n\
 The hash works in Deckhouse User manifests and Dex staticPasswords alike."
     )]
     HashPassword {

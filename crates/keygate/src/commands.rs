@@ -73,6 +73,10 @@ async fn serve_provider(config: Config) -> Result<()> {
     for w in &config.warnings {
         tracing::warn!("{w}");
     }
+    // Take the port first: a second instance must fail before it touches storage.
+    let listener = tokio::net::TcpListener::bind(&config.provider.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.provider.listen))?;
     let built = build_provider(&config, Arc::new(SystemClock))
         .await
         .context("cannot start the provider")?;
@@ -86,9 +90,6 @@ async fn serve_provider(config: Config) -> Result<()> {
     .map_err(anyhow::Error::msg)
     .context("cannot load the page templates")?;
     let state = AppState::new(provider.clone(), Arc::new(pages));
-    let listener = tokio::net::TcpListener::bind(&settings.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", settings.listen))?;
     let local = listener.local_addr()?;
 
     let maintenance = {
@@ -112,6 +113,7 @@ async fn serve_provider(config: Config) -> Result<()> {
     let app = router(state);
     serve(listener, app, settings.tls.as_ref(), shutdown_signal()).await?;
     maintenance.abort();
+    provider.store().close().await;
     tracing::info!("stopped");
     Ok(())
 }
@@ -229,7 +231,11 @@ async fn shutdown_signal() {
 fn check_config(path: &std::path::Path) -> Result<()> {
     let config = keygate_config::load(path)?;
     let p = &config.provider;
-    println!("configuration OK ({} file(s))", config.sources.len());
+    let files = config.sources.len();
+    println!(
+        "configuration OK ({files} file{})",
+        if files == 1 { "" } else { "s" }
+    );
     println!("  issuer         {}", p.issuer);
     println!(
         "  listen         {}{}",
@@ -317,14 +323,26 @@ fn check_config(path: &std::path::Path) -> Result<()> {
 }
 
 fn hash_password(cost: u32) -> Result<()> {
-    let mut input = String::new();
-    std::io::stdin()
-        .read_to_string(&mut input)
-        .context("cannot read the password from stdin")?;
-    let password = input
-        .strip_suffix('\n')
-        .map(|p| p.strip_suffix('\r').unwrap_or(p))
-        .unwrap_or(&input);
+    use std::io::IsTerminal;
+    let password = if std::io::stdin().is_terminal() {
+        // Interactive: ask twice, without echo.
+        let first = rpassword::prompt_password("Password: ").context("cannot read the password")?;
+        let again = rpassword::prompt_password("Again: ").context("cannot read the password")?;
+        if first != again {
+            bail!("the two passwords differ");
+        }
+        first
+    } else {
+        let mut input = String::new();
+        std::io::stdin()
+            .read_to_string(&mut input)
+            .context("cannot read the password from stdin")?;
+        let line = input
+            .strip_suffix('\n')
+            .map(|p| p.strip_suffix('\r').unwrap_or(p))
+            .unwrap_or(&input);
+        line.to_owned()
+    };
     if password.is_empty() {
         bail!(
             "empty password: pipe the password on stdin, e.g. `echo -n 'secret' | keygate hash-password`"

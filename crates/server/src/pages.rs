@@ -79,6 +79,22 @@ impl Pages {
         }
     }
 
+    /// An error page with a button (e.g. "Start again").
+    pub fn error_with_action(
+        &self,
+        status: StatusCode,
+        title: &str,
+        message: &str,
+        action_url: &str,
+        action_label: &str,
+    ) -> Response {
+        self.render(
+            status,
+            "error.html",
+            context! { status => status.as_u16(), title, message, action_url, action_label },
+        )
+    }
+
     pub fn error(
         &self,
         status: StatusCode,

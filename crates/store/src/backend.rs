@@ -94,4 +94,6 @@ pub trait Backend: Send + Sync + 'static {
     async fn give_back(&self, key: &str, now: i64, interval: i64) -> Result<(), StoreError>;
     /// A cheap round trip for readiness probes; writes nothing.
     async fn ping(&self) -> Result<(), StoreError>;
+    /// Closes connections cleanly (SQLite checkpoints its write-ahead log).
+    async fn close(&self) {}
 }

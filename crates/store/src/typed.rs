@@ -161,6 +161,10 @@ impl Store {
         self.backend.give_back(key, now, interval).await
     }
 
+    pub async fn close(&self) {
+        self.backend.close().await;
+    }
+
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.backend.ping().await
     }

@@ -65,15 +65,16 @@ pub async fn callback(
     if let Some(r) = disabled(&s) {
         return r;
     }
-    let restart_hint = Some("Start again from the demo page.");
+    let restart = s.provider.endpoint("demo");
     let params = parse_params(q.unwrap_or_default().as_bytes()).unwrap_or_default();
     if let Some(error) = params.get("error") {
         let description = params.get("error_description").cloned().unwrap_or_default();
-        return s.pages.error(
+        return s.pages.error_with_action(
             StatusCode::FORBIDDEN,
             "Sign-in was refused",
             &format!("{error}: {description}"),
-            restart_hint,
+            &restart,
+            "Start the demo again",
         );
     }
     let cookie_value = headers
@@ -92,19 +93,21 @@ pub async fn callback(
         .map(str::to_owned)
         .collect();
     let [state, verifier, nonce] = parts.as_slice() else {
-        return s.pages.error(
+        return s.pages.error_with_action(
             StatusCode::BAD_REQUEST,
             "The demo sign-in expired",
-            "The demo cookie is missing.",
-            restart_hint,
+            "This demo sign-in was already completed, or it has expired.",
+            &restart,
+            "Start the demo again",
         );
     };
     if params.get("state") != Some(state) {
-        return s.pages.error(
+        return s.pages.error_with_action(
             StatusCode::BAD_REQUEST,
             "The demo sign-in failed",
             "The state does not match (CSRF protection).",
-            restart_hint,
+            &restart,
+            "Start the demo again",
         );
     }
     let auth = ClientAuth {
@@ -122,11 +125,12 @@ pub async fn callback(
     let tokens = match s.provider.token(&auth, &req, None).await {
         Ok(t) => t,
         Err(e) => {
-            return s.pages.error(
+            return s.pages.error_with_action(
                 StatusCode::BAD_REQUEST,
                 "The demo sign-in failed",
                 &e.to_string(),
-                restart_hint,
+                &restart,
+                "Start the demo again",
             );
         }
     };
@@ -135,11 +139,12 @@ pub async fn callback(
         .verify_token(&tokens.id_token)
         .filter(|c| c.nonce.as_ref() == Some(nonce))
     else {
-        return s.pages.error(
+        return s.pages.error_with_action(
             StatusCode::BAD_GATEWAY,
             "The demo sign-in failed",
             "The ID token did not verify.",
-            restart_hint,
+            &restart,
+            "Start the demo again",
         );
     };
     let claims_json = serde_json::to_string_pretty(&claims).unwrap_or_default();

@@ -65,7 +65,7 @@ async fn access_log(req: Request, next: Next) -> Response {
     let path = req.uri().path().to_owned();
     let resp = next.run(req).await;
     let status = resp.status().as_u16();
-    let ms = start.elapsed().as_secs_f64() * 1000.0;
+    let ms = (start.elapsed().as_secs_f64() * 100_000.0).round() / 100.0;
     if path.ends_with("/healthz") || path.ends_with("/readyz") {
         tracing::debug!(%method, %path, status, ms, "request");
     } else if status >= 500 {
