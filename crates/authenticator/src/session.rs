@@ -68,6 +68,8 @@ pub struct RedisStore {
     client: redis::Client,
     conn: Mutex<Option<redis::aio::ConnectionManager>>,
     last_failure: Mutex<Option<Instant>>,
+    /// After a failed call, requests skip Redis until then instead of each waiting out a timeout.
+    down_until: std::sync::Mutex<Option<Instant>>,
 }
 
 fn key(ticket: &str) -> String {
@@ -81,6 +83,7 @@ impl RedisStore {
             client,
             conn: Mutex::new(None),
             last_failure: Mutex::new(None),
+            down_until: std::sync::Mutex::new(None),
         })
     }
 
@@ -127,18 +130,33 @@ impl RedisStore {
         F: FnOnce(redis::aio::ConnectionManager) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
-        let conn = self.connection().await?;
-        match tokio::time::timeout(STORE_TIMEOUT, op(conn)).await {
-            Ok(Ok(v)) => Some(v),
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, op = what, "Redis call failed");
-                None
-            }
-            Err(_) => {
-                tracing::warn!(op = what, "Redis call timed out");
-                None
-            }
+        let skip = self
+            .down_until
+            .lock()
+            .ok()
+            .and_then(|d| *d)
+            .is_some_and(|until| Instant::now() < until);
+        if skip {
+            return None;
         }
+        let result = match self.connection().await {
+            None => None,
+            Some(conn) => match tokio::time::timeout(STORE_TIMEOUT, op(conn)).await {
+                Ok(Ok(v)) => Some(v),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, op = what, "Redis call failed");
+                    None
+                }
+                Err(_) => {
+                    tracing::warn!(op = what, "Redis call timed out");
+                    None
+                }
+            },
+        };
+        if let Ok(mut d) = self.down_until.lock() {
+            *d = result.is_none().then(|| Instant::now() + RECONNECT_BACKOFF);
+        }
+        result
     }
 }
 
