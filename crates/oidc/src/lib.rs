@@ -25,8 +25,8 @@ pub use keys::KeyManager;
 pub use limits::IpLimiter;
 pub use metrics::{Counter, Metrics};
 pub use provider::{
-    AuthorizeError, AuthorizeParams, LoginOutcome, Provider, SessionInfo, TokenRequest,
-    TokenResponse, sessions,
+    AuthorizeError, AuthorizeParams, DeviceAuthorization, LoginOutcome, Provider, SessionInfo,
+    TokenRequest, TokenResponse, normalize_user_code, sessions,
 };
 pub use random::random_id;
 

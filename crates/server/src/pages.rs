@@ -7,7 +7,8 @@ use axum::response::{IntoResponse, Response};
 use keygate_config::Frontend;
 use minijinja::{Environment, Value, context};
 
-const EMBEDDED: [(&str, &str); 6] = [
+const EMBEDDED: [(&str, &str); 7] = [
+    ("device.html", include_str!("../templates/device.html")),
     ("base.html", include_str!("../templates/base.html")),
     ("login.html", include_str!("../templates/login.html")),
     ("chooser.html", include_str!("../templates/chooser.html")),

@@ -14,6 +14,8 @@ pub enum Kind {
     UserState,
     /// Rate-limit buckets; only `expires_at` (the bucket's theoretical arrival time) matters.
     Limit,
+    /// RFC 8628 device authorization requests.
+    DeviceRequest,
 }
 
 impl Kind {
@@ -26,6 +28,7 @@ impl Kind {
             Kind::Client => "client",
             Kind::UserState => "user_state",
             Kind::Limit => "limit",
+            Kind::DeviceRequest => "device_request",
         }
     }
 }

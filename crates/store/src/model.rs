@@ -248,3 +248,46 @@ impl Object for UserState {
         None
     }
 }
+
+/// An RFC 8628 device authorization: polled by the device with `id` (the device code), approved
+/// in a browser with `user_code` (the owner column, for lookup).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceRequest {
+    pub id: String,
+    pub user_code: String,
+    pub client_id: String,
+    pub scopes: Vec<String>,
+    pub expires_at: i64,
+    /// Seconds the device must wait between polls.
+    pub interval: i64,
+    #[serde(default)]
+    pub last_poll: Option<i64>,
+    /// Set once approved: the token response (JSON) for the device's next poll.
+    #[serde(default)]
+    pub tokens: Option<String>,
+    #[serde(default)]
+    pub denied: bool,
+}
+
+impl std::fmt::Debug for DeviceRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceRequest")
+            .field("user_code", &self.user_code)
+            .field("client_id", &self.client_id)
+            .field("approved", &self.tokens.is_some())
+            .finish()
+    }
+}
+
+impl Object for DeviceRequest {
+    const KIND: Kind = Kind::DeviceRequest;
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn owner(&self) -> Option<String> {
+        Some(self.user_code.clone())
+    }
+    fn expires_at(&self) -> Option<i64> {
+        Some(self.expires_at)
+    }
+}

@@ -41,7 +41,10 @@ impl Provider {
             .as_deref()
             .filter(|s| !s.is_empty())
             .ok_or_else(|| page("The request has no redirect_uri."))?;
-        if !client.redirect_uri_allowed(redirect_uri) {
+        // The device flow's browser half comes back to our own callback (Dex's `/device/callback`).
+        let device = redirect_uri == self.device_callback()
+            && client.redirect_uri_allowed("/device/callback");
+        if !device && !client.redirect_uri_allowed(redirect_uri) {
             return Err(page("The redirect_uri is not registered for this client."));
         }
         let state = p.state.as_deref().unwrap_or("");

@@ -2,10 +2,12 @@
 //! introspection. One file per flow; this one holds the types and the provider itself.
 
 mod authorize;
+mod device;
 mod introspect;
 mod refresh;
 mod token;
 
+pub use device::{DeviceAuthorization, normalize_user_code};
 pub use refresh::{SessionInfo, sessions};
 
 use std::sync::Arc;
@@ -71,12 +73,13 @@ pub struct TokenRequest {
     pub code_verifier: Option<String>,
     pub refresh_token: Option<String>,
     pub scope: Option<String>,
+    pub device_code: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct TokenResponse {
     pub access_token: String,
-    pub token_type: &'static str,
+    pub token_type: String,
     pub expires_in: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refresh_token: Option<String>,

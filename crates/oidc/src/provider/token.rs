@@ -51,10 +51,13 @@ impl Provider {
         match req.grant_type.as_deref() {
             Some("authorization_code") => self.exchange_code(&client, req).await,
             Some("refresh_token") => self.refresh(&client, req).await,
+            Some("urn:ietf:params:oauth:grant-type:device_code") => {
+                self.device_token(&client, req).await
+            }
             None | Some("") => Err(OAuthError::invalid_request("No grant_type provided.")),
             Some(_) => Err(OAuthError::new(
                 ErrorCode::UnsupportedGrantType,
-                "Supported grant types: authorization_code, refresh_token.",
+                "Supported grant types: authorization_code, refresh_token, urn:ietf:params:oauth:grant-type:device_code.",
             )),
         }
     }
@@ -184,7 +187,7 @@ impl Provider {
         let id_token = self.sign(&claims)?;
         Ok(TokenResponse {
             access_token,
-            token_type: "bearer",
+            token_type: "bearer".into(),
             expires_in: self.settings.id_token_ttl,
             refresh_token,
             id_token,

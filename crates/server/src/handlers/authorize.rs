@@ -211,7 +211,7 @@ pub async fn login_form(
 /// Refuses form posts from other origins (login CSRF). Browsers say where a request comes from in
 /// `Sec-Fetch-Site`; older ones only in `Origin` (which is "null" under some referrer policies).
 /// Scripts send neither and are not a CSRF vector.
-fn cross_site(s: &AppState, headers: &HeaderMap) -> bool {
+pub(super) fn cross_site(s: &AppState, headers: &HeaderMap) -> bool {
     let value = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
     if let Some(site) = value(header::HeaderName::from_static("sec-fetch-site")) {
         return !matches!(site, "same-origin" | "none");

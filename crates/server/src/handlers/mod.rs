@@ -1,5 +1,6 @@
 mod authorize;
 mod demo;
+mod device;
 mod meta;
 mod token;
 
@@ -38,6 +39,9 @@ pub fn router(state: AppState) -> Router {
         .route("/token/revoke", post(token::revoke))
         .route("/metrics", get(meta::metrics))
         .route("/userinfo", get(token::userinfo).post(token::userinfo))
+        .route("/device/code", post(device::code))
+        .route("/device", get(device::page).post(device::submit))
+        .route("/device/callback", get(device::callback))
         .route("/demo", get(demo::start))
         .route("/demo/callback", get(demo::callback))
         .fallback(meta::not_found)

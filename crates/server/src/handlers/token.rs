@@ -14,7 +14,10 @@ use crate::client_ip::ClientIp;
 use crate::form::parse_params;
 use crate::respond::{no_store_json, oauth_error};
 
-fn form(headers: &HeaderMap, body: &[u8]) -> Result<HashMap<String, String>, OAuthError> {
+pub(super) fn form(
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<HashMap<String, String>, OAuthError> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -34,7 +37,7 @@ fn form(headers: &HeaderMap, body: &[u8]) -> Result<HashMap<String, String>, OAu
 
 /// Client credentials from `Authorization: Basic` (RFC 6749 §2.3.1: form-encoded id and secret)
 /// or from the body; using both is refused.
-fn client_auth(
+pub(super) fn client_auth(
     headers: &HeaderMap,
     form: &HashMap<String, String>,
 ) -> Result<ClientAuth, OAuthError> {
@@ -90,7 +93,7 @@ fn client_auth(
     })
 }
 
-fn is_basic(headers: &HeaderMap) -> bool {
+pub(super) fn is_basic(headers: &HeaderMap) -> bool {
     headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -115,6 +118,7 @@ pub async fn token(
             code_verifier: get("code_verifier"),
             refresh_token: get("refresh_token"),
             scope: get("scope"),
+            device_code: get("device_code"),
         };
         s.provider.token(&auth, &req, ip).await
     }
