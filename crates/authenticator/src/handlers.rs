@@ -18,8 +18,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
 use crate::AuthState;
-use crate::cookie::{MAX_COOKIE, Sealer};
 use crate::provider_client::CallError;
+use keygate_oidc::{MAX_COOKIE, Sealer};
 
 const SESSION_COOKIE: &str = "_keygate_auth";
 const STATE_COOKIE: &str = "_keygate_auth_state";

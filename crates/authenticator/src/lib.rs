@@ -5,7 +5,6 @@
 //! that only the cookie holds; the cookie (AEAD-sealed with the cookie secret) also carries the
 //! refresh token, so losing Redis or a replica costs one refresh, never a login.
 
-mod cookie;
 mod handlers;
 mod provider_client;
 mod proxy;

@@ -5,10 +5,10 @@ use keygate_config::{AuthenticatorSettings, SessionStoreConfig};
 use keygate_oidc::Clock;
 use tokio::sync::Mutex;
 
-use crate::cookie::Sealer;
 use crate::provider_client::ProviderClient;
 use crate::proxy::Upstream;
 use crate::session::{MemoryStore, RedisStore, SessionStore};
+use keygate_oidc::Sealer;
 
 /// What every authenticator handler gets.
 #[derive(Clone)]

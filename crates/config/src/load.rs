@@ -384,7 +384,11 @@ fn build(sources: Vec<PathBuf>, docs: Vec<Document>) -> Result<Config, ConfigErr
     }
     for (doc, c) in &clients {
         for (i, peer) in c.trusted_peers.iter().enumerate() {
-            let known = client_ids.contains_key(peer) || is_builtin_client(peer);
+            let known = client_ids.contains_key(peer)
+                || is_builtin_client(peer)
+                || clients
+                    .iter()
+                    .any(|(_, other)| other.legacy_id.as_deref() == Some(peer.as_str()));
             if !known {
                 warnings.push(format!(
                     "{}: spec.trustedPeers[{i}]: no client {peer:?} is defined",
@@ -623,8 +627,10 @@ fn provider(
         })
         .unwrap_or_default();
 
-    if let Some(p) = &spec.password_policy {
-        lockout = password_policy(doc, "spec.passwordPolicy", p, warnings)?;
+    if let Some(p) = &spec.password_policy
+        && let Some(l) = password_policy(doc, "spec.passwordPolicy", p, warnings)?
+    {
+        lockout = Some(l);
     }
     let brute_force = match &spec.brute_force {
         None => BruteForce::default(),

@@ -37,16 +37,28 @@ impl IpNet {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
             v4 => v4,
         };
-        match (self.addr, ip) {
+        // A range written as IPv4-mapped IPv6 (`::ffff:10.0.0.0/104`) is an IPv4 range.
+        let (net, prefix) = match self.addr {
+            IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some() && self.prefix >= 96 => (
+                IpAddr::V4(
+                    v6.to_ipv4_mapped()
+                        .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
+                ),
+                self.prefix - 96,
+            ),
+            a => (a, self.prefix),
+        };
+        let this = IpNet { addr: net, prefix };
+        match (this.addr, ip) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
                 let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
+                    .checked_shl(32 - u32::from(this.prefix))
                     .unwrap_or(0);
                 u32::from(net) & mask == u32::from(ip) & mask
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
                 let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
+                    .checked_shl(128 - u32::from(this.prefix))
                     .unwrap_or(0);
                 u128::from(net) & mask == u128::from(ip) & mask
             }
@@ -68,23 +80,69 @@ pub fn resolve_client_ip(
     if !is_trusted(peer) {
         return peer;
     }
-    let hops: Vec<IpAddr> = forwarded_for
+    // Walk from the right: each hop was appended by the proxy to its right. Stop at the first
+    // untrusted address; a hop we cannot read ends the walk (everything left of it is untrusted).
+    let hops: Vec<&str> = forwarded_for
         .iter()
         .flat_map(|v| v.split(','))
-        .filter_map(|s| s.trim().parse().ok())
+        .map(str::trim)
         .collect();
-    if let Some(ip) = hops.iter().rev().find(|ip| !is_trusted(**ip)) {
-        return *ip;
+    for hop in hops.iter().rev() {
+        match parse_hop(hop) {
+            Some(ip) if is_trusted(ip) => continue,
+            Some(ip) => return ip,
+            None => return peer,
+        }
     }
-    if let Some(real) = real_ip.and_then(|v| v.trim().parse().ok()) {
+    if let Some(real) = real_ip.and_then(parse_hop) {
         return real;
     }
-    hops.first().copied().unwrap_or(peer)
+    hops.first().and_then(|h| parse_hop(h)).unwrap_or(peer)
+}
+
+/// An address as proxies write it: `1.2.3.4`, `1.2.3.4:5678`, `2001:db8::1`, `[2001:db8::1]:443`.
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    let hop = hop.trim();
+    if let Ok(ip) = hop.parse() {
+        return Some(ip);
+    }
+    if let Some(rest) = hop.strip_prefix('[') {
+        return rest.split(']').next()?.parse().ok();
+    }
+    hop.rsplit_once(':').and_then(|(ip, port)| {
+        port.parse::<u16>()
+            .ok()
+            .and(ip.parse::<std::net::Ipv4Addr>().ok().map(IpAddr::V4))
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn forwarded_for_walks_from_the_right_and_stops_at_garbage() {
+        let trusted = [IpNet::parse("10.0.0.0/8").unwrap_or_else(|e| panic!("{e}"))];
+        let peer: IpAddr = [10, 0, 0, 1].into();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        assert_eq!(
+            resolve_client_ip(peer, &["6.6.6.6, 1.2.3.4:5555, 10.0.0.7"], None, &trusted),
+            ip("1.2.3.4")
+        );
+        assert_eq!(
+            resolve_client_ip(peer, &["[2001:db8::1]:443"], None, &trusted),
+            ip("2001:db8::1")
+        );
+        // A hop we cannot read must not let a forged entry left of it through.
+        assert_eq!(
+            resolve_client_ip(peer, &["6.6.6.6, unknown"], None, &trusted),
+            peer
+        );
+        assert_eq!(
+            resolve_client_ip(ip("8.8.8.8"), &["6.6.6.6"], None, &trusted),
+            ip("8.8.8.8")
+        );
+    }
 
     fn ip(s: &str) -> IpAddr {
         s.parse()
@@ -102,6 +160,7 @@ mod tests {
         let v6 = IpNet::parse("fd00::/8").unwrap_or_else(|e| panic!("{e}"));
         assert!(v6.contains(ip("fd12::1")) && !v6.contains(ip("fe80::1")));
         assert!(IpNet::parse("0.0.0.0/0").is_ok_and(|n| n.contains(ip("8.8.8.8"))));
+        assert!(IpNet::parse("::ffff:10.0.0.0/104").is_ok_and(|n| n.contains(ip("10.9.9.9"))));
         for bad in ["10.0.0.0/33", "nope", "10.0.0/8", "::/129"] {
             assert!(IpNet::parse(bad).is_err(), "{bad}");
         }

@@ -29,6 +29,28 @@ pub async fn resolve_expiry(
     Ok(out)
 }
 
+/// Like [`resolve_expiry`], without recording a first sighting (for listings: looking must not
+/// start anyone's clock). Users never seen keep `expires_at: None`.
+pub async fn expiry_view(
+    store: &Store,
+    connector_id: &str,
+    users: &[StaticUser],
+) -> Result<Vec<StaticUser>, StoreError> {
+    let mut out = Vec::with_capacity(users.len());
+    for u in users {
+        let mut u = u.clone();
+        if let (None, Some(ttl)) = (u.expires_at, u.ttl)
+            && let Some(s) = store
+                .get::<UserState>(&UserState::id_for(connector_id, &u.name))
+                .await?
+        {
+            u.expires_at = Some(s.first_seen.saturating_add(ttl));
+        }
+        out.push(u);
+    }
+    Ok(out)
+}
+
 async fn first_seen(store: &Store, id: &str, now: i64) -> Result<i64, StoreError> {
     if let Some(s) = store.get::<UserState>(id).await? {
         return Ok(s.first_seen);

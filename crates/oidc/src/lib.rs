@@ -15,6 +15,7 @@ mod metrics;
 mod provider;
 mod random;
 mod scopes;
+mod seal;
 mod users;
 
 pub use claims::{Audience, IdTokenClaims};
@@ -41,6 +42,7 @@ pub fn pkce_s256(verifier: &str) -> String {
     jose::s256(verifier)
 }
 pub use scopes::Scopes;
+pub use seal::{MAX_COOKIE, Sealer};
 pub use users::{LoginResult, UserDirectory, default_hashing_permits};
 
 /// The one connector this version has: static users from `User` manifests.

@@ -1,4 +1,5 @@
-//! AEAD sealing (AES-256-GCM) of cookie values and session records.
+//! AEAD sealing (AES-256-GCM) of cookie values and session records, for the pages that keep
+//! state in the browser (authenticator sessions, the kubeconfig generator).
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use aws_lc_rs::digest;
@@ -17,7 +18,7 @@ impl Sealer {
     /// value without one being replayable as another.
     pub fn derive(secret: &[u8], purpose: &str) -> Self {
         let mut ctx = digest::Context::new(&digest::SHA256);
-        ctx.update(b"keygate-authenticator\0");
+        ctx.update(b"keygate-seal\0");
         ctx.update(purpose.as_bytes());
         ctx.update(b"\0");
         ctx.update(secret);

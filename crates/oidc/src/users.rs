@@ -54,13 +54,13 @@ impl UserDirectory {
         self.by_name.is_empty()
     }
 
-    /// Checks a login (the email, case-insensitive) and password. Runs bcrypt off the async
-    /// workers. Expired users are refused like wrong passwords.
     /// The user a login names (its email, case-insensitive).
     pub fn lookup(&self, login: &str) -> Option<Arc<StaticUser>> {
         self.by_email.get(&login.trim().to_lowercase()).cloned()
     }
 
+    /// Checks a login (the email, case-insensitive) and password. Runs bcrypt off the async
+    /// workers, at most `hashing_permits` at a time. Expired users are refused like wrong passwords.
     pub async fn check_password(&self, login: &str, password: &str, now: i64) -> LoginResult {
         let user = self.lookup(login);
         // Waiting for a permit is async: a queue of logins holds no threads.

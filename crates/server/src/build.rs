@@ -11,7 +11,7 @@ pub const DEMO_CLIENT_ID: &str = "keygate-demo";
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
-    #[error("storage: {0}")]
+    #[error(transparent)]
     Store(#[from] StoreError),
     #[error("{0}")]
     Provider(#[from] keygate_oidc::ProviderError),

@@ -178,7 +178,7 @@ impl Provider {
         let login: String = login.trim().to_lowercase().chars().take(256).collect();
         let now = self.now();
         let audit = |result: &str| {
-            tracing::info!(target: "keygate::audit", event = "login", user = %login, connector = %connector, client = %request.client_id, ip = %client_ip.map_or_else(|| "-".to_string(), |ip| ip.to_string()), result);
+            tracing::info!(target: "keygate::audit", event = "login", user = ?login, connector = %connector, client = %request.client_id, ip = %client_ip.map_or_else(|| "-".to_string(), |ip| ip.to_string()), result);
         };
 
         if let Some(retry_after) = client_ip.and_then(|ip| self.ip_limiter.blocked(ip, now)) {
@@ -249,7 +249,7 @@ impl Provider {
                         && state.locked_until.is_some_and(|u| u > now)
                         && !locked
                     {
-                        tracing::warn!(target: "keygate::audit", event = "lockout", user = %login, until = state.locked_until.unwrap_or_default(), "user locked after too many failed logins");
+                        tracing::warn!(target: "keygate::audit", event = "lockout", user = ?login, until = state.locked_until.unwrap_or_default(), "user locked after too many failed logins");
                     }
                 }
                 audit(if locked { "locked" } else { "invalid" });

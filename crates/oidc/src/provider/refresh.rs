@@ -273,12 +273,16 @@ impl Provider {
         };
         let state_id =
             keygate_store::model::UserState::id_for(&stored.connector_id, &identity.user_id);
-        if self
+        // An administrator's lock ends sessions; a lockout from failed logins does not (anyone who
+        // knows an email could otherwise end that user's sessions).
+        let admin_locked = self
             .store
             .get::<keygate_store::model::UserState>(&state_id)
             .await?
-            .is_some_and(|s| s.locked_at(now))
-        {
+            .is_some_and(|s| {
+                s.locked_at(now) && s.lock_reason.as_deref() == Some(crate::accounts::ADMIN_REASON)
+            });
+        if admin_locked {
             return Err(OAuthError::invalid_grant("The user is locked."));
         }
         identity.groups = client

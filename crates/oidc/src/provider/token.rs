@@ -11,19 +11,29 @@ impl Provider {
         req: &TokenRequest,
         client_ip: Option<std::net::IpAddr>,
     ) -> Result<TokenResponse, OAuthError> {
+        self.guarded(client_ip, self.grant(auth, req))
+            .await
+            .inspect_err(|_| self.metrics.token_errors.inc())
+    }
+
+    /// Runs a client-authenticated call under the per-address limit: refused with 429 when the
+    /// address is over it; failures that suggest guessing (bad client credentials, bad codes or
+    /// refresh tokens) count against it. Used by /token, /token/introspect and /token/revoke.
+    pub async fn guarded<T>(
+        &self,
+        client_ip: Option<std::net::IpAddr>,
+        call: impl std::future::Future<Output = Result<T, OAuthError>>,
+    ) -> Result<T, OAuthError> {
         let now = self.now();
         if let Some(retry_after) = client_ip.and_then(|ip| self.ip_limiter.blocked(ip, now)) {
             self.metrics.token_requests_limited_ip.inc();
             return Err(OAuthError::rate_limited(retry_after));
         }
-        let result = self.grant(auth, req).await;
-        if let Err(e) = &result {
-            self.metrics.token_errors.inc();
-            if let (Some(ip), ErrorCode::InvalidClient | ErrorCode::InvalidGrant) =
-                (client_ip, e.code)
-            {
-                self.ip_limiter.record_failure(ip, now);
-            }
+        let result = call.await;
+        if let (Err(e), Some(ip)) = (&result, client_ip)
+            && matches!(e.code, ErrorCode::InvalidClient | ErrorCode::InvalidGrant)
+        {
+            self.ip_limiter.record_failure(ip, now);
         }
         result
     }

@@ -132,13 +132,20 @@ pub async fn token(
     }
 }
 
-pub async fn introspect(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn introspect(
+    State(s): State<AppState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let basic = is_basic(&headers);
     let result = async {
         let form = form(&headers, &body)?;
         let auth = client_auth(&headers, &form)?;
         let token = form.get("token").map(String::as_str).unwrap_or("");
-        s.provider.introspect(&auth, token).await
+        s.provider
+            .guarded(ip, s.provider.introspect(&auth, token))
+            .await
     }
     .await;
     match result {
@@ -148,13 +155,20 @@ pub async fn introspect(State(s): State<AppState>, headers: HeaderMap, body: Byt
 }
 
 /// RFC 7009: 200 with an empty body, whether or not the token existed.
-pub async fn revoke(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn revoke(
+    State(s): State<AppState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let basic = is_basic(&headers);
     let result = async {
         let form = form(&headers, &body)?;
         let auth = client_auth(&headers, &form)?;
         let token = form.get("token").map(String::as_str).unwrap_or("");
-        s.provider.revoke(&auth, token).await
+        s.provider
+            .guarded(ip, s.provider.revoke(&auth, token))
+            .await
     }
     .await;
     match result {
