@@ -317,3 +317,4 @@ pub fn claims(jwt: &str) -> Value {
     )
     .unwrap()
 }
+pub mod services;
