@@ -55,8 +55,11 @@ pub async fn build_provider(config: &Config, clock: Arc<dyn Clock>) -> Result<Bu
     let now = clock.now();
     let keys =
         KeyManager::start(store.clone(), settings.signing, settings.id_token_ttl, now).await?;
-    let (mut clients, generated_secrets) =
-        ClientRegistry::build(&config.clients, &store, now).await?;
+    let mut specs = config.clients.clone();
+    if !settings.kubeconfig_generator.is_empty() {
+        specs.extend(kubeconfig_clients(&settings.issuer));
+    }
+    let (mut clients, generated_secrets) = ClientRegistry::build(&specs, &store, now).await?;
     if settings.demo {
         clients.insert(Client {
             id: DEMO_CLIENT_ID.into(),
@@ -86,6 +89,36 @@ pub async fn build_provider(config: &Config, clock: Arc<dyn Clock>) -> Result<Bu
         provider,
         generated_secrets,
     })
+}
+
+/// The client of the kubeconfig generator page.
+pub const KUBECONFIG_CLIENT_ID: &str = "kubeconfig-generator";
+/// The client of `keygate login` (kubectl's exec plugin): public, loopback redirects and the
+/// device flow, like Dex's rules for public clients without redirect URIs.
+pub const LOGIN_CLIENT_ID: &str = "keygate-login";
+
+/// Both may request tokens for kube-apiserver (`aud` gains `kubernetes`).
+fn kubeconfig_clients(issuer: &str) -> Vec<keygate_config::ClientSpec> {
+    let client = |id: &str, name: &str, redirect_uris: Vec<String>| keygate_config::ClientSpec {
+        id: id.into(),
+        legacy_id: None,
+        display_name: name.into(),
+        secret: None,
+        public: true,
+        redirect_uris,
+        trusted_peers: Vec::new(),
+        allowed_groups: Vec::new(),
+        allowed_emails: Vec::new(),
+        allow_access_to_kubernetes: true,
+    };
+    vec![
+        client(
+            KUBECONFIG_CLIENT_ID,
+            "Kubeconfig generator",
+            vec![keygate_oidc_endpoint(issuer, "kubeconfig/callback")],
+        ),
+        client(LOGIN_CLIENT_ID, "kubectl (keygate login)", Vec::new()),
+    ]
 }
 
 fn keygate_oidc_endpoint(issuer: &str, path: &str) -> String {

@@ -5,13 +5,16 @@ mod build;
 mod client_ip;
 mod form;
 mod handlers;
+mod kubeconfig;
 mod pages;
 mod respond;
 mod serve;
 mod state;
 
 pub use axum::Router;
-pub use build::{BuildError, Built, build_provider, open_store};
+pub use build::{
+    BuildError, Built, KUBECONFIG_CLIENT_ID, LOGIN_CLIENT_ID, build_provider, open_store,
+};
 pub use handlers::router;
 pub use pages::Pages;
 pub use serve::{ServeError, serve};

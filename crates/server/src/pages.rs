@@ -7,7 +7,11 @@ use axum::response::{IntoResponse, Response};
 use keygate_config::Frontend;
 use minijinja::{Environment, Value, context};
 
-const EMBEDDED: [(&str, &str); 7] = [
+const EMBEDDED: [(&str, &str); 8] = [
+    (
+        "kubeconfig.html",
+        include_str!("../templates/kubeconfig.html"),
+    ),
     ("device.html", include_str!("../templates/device.html")),
     ("base.html", include_str!("../templates/base.html")),
     ("login.html", include_str!("../templates/login.html")),
@@ -19,10 +23,11 @@ const EMBEDDED: [(&str, &str); 7] = [
 
 pub const STYLESHEET: &str = include_str!("../static/keygate.css");
 pub const FAVICON: &str = include_str!("../static/favicon.svg");
+pub const COPY_JS: &str = include_str!("../static/copy.js");
 
 /// Security headers for every page: no framing (clickjacking on the login form), no sniffing,
 /// no referrer (which may hold codes) sent to other sites.
-const CSP: &str = "default-src 'none'; style-src 'self' https: http:; img-src 'self' data: https: http:; \
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self' https: http:; img-src 'self' data: https: http:; \
                    frame-ancestors 'none'; base-uri 'none'";
 
 pub struct Pages {

@@ -17,6 +17,8 @@ pub struct AppState {
     pub base_path: String,
     /// Proxies whose forwarded-for headers are believed.
     pub trusted_proxies: Arc<Vec<keygate_config::IpNet>>,
+    /// Seals the kubeconfig page's cookies; its key lives in storage, loaded on first use.
+    pub page_sealer: Arc<tokio::sync::OnceCell<keygate_oidc::Sealer>>,
 }
 
 impl AppState {
@@ -38,6 +40,7 @@ impl AppState {
             https,
             base_path,
             trusted_proxies,
+            page_sealer: Arc::new(tokio::sync::OnceCell::new()),
         }
     }
 }

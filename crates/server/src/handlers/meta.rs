@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use minijinja::context;
 
 use crate::AppState;
-use crate::pages::{FAVICON, STYLESHEET};
+use crate::pages::{COPY_JS, FAVICON, STYLESHEET};
 
 fn json_bytes(bytes: std::sync::Arc<[u8]>, cache: &'static str) -> Response {
     let mut resp = Response::new(Body::from(bytes.to_vec()));
@@ -68,6 +68,7 @@ pub async fn static_file(Path(file): Path<String>) -> Response {
     let (body, mime) = match file.as_str() {
         "keygate.css" => (STYLESHEET, "text/css; charset=utf-8"),
         "favicon.svg" => (FAVICON, "image/svg+xml"),
+        "copy.js" => (COPY_JS, "text/javascript; charset=utf-8"),
         _ => return (StatusCode::NOT_FOUND, "not found\n").into_response(),
     };
     (

@@ -1,6 +1,7 @@
 mod authorize;
 mod demo;
 mod device;
+mod kubeconfig;
 mod meta;
 mod token;
 
@@ -42,6 +43,13 @@ pub fn router(state: AppState) -> Router {
         .route("/device/code", post(device::code))
         .route("/device", get(device::page).post(device::submit))
         .route("/device/callback", get(device::callback))
+        .route("/kubeconfig", get(kubeconfig::index))
+        .route("/kubeconfig/callback", get(kubeconfig::callback))
+        .route("/kubeconfig/{cluster}", get(kubeconfig::cluster))
+        .route(
+            "/kubeconfig/{cluster}/kubeconfig.yaml",
+            get(kubeconfig::download),
+        )
         .route("/demo", get(demo::start))
         .route("/demo/callback", get(demo::callback))
         .fallback(meta::not_found)
