@@ -54,6 +54,51 @@ Put it behind nginx auth_request (/dex-authenticator/auth) or set spec.upstream 
         #[arg(long, env = "KEYGATE_LOG_FORMAT", value_parser = ["text", "json"])]
         log_format: Option<String>,
     },
+    /// kubectl credential plugin: prints an ExecCredential with a valid ID token, refreshing or
+    /// signing in (browser or device code) as needed.
+    #[command(
+        after_help = "Used from a kubeconfig (the kubeconfig page offers one):\n\
+  users:\n\
+  - name: me\n\
+    user:\n\
+      exec:\n\
+        apiVersion: client.authentication.k8s.io/v1\n\
+        command: keygate\n\
+        args: [login, --issuer, https://dex.example.com/, --client-id, keygate-login]\n\
+        interactiveMode: IfAvailable\n\n\
+Tokens are cached in ~/.kube/cache/keygate (0600); parallel kubectl calls refresh once."
+    )]
+    Login {
+        /// The issuer URL.
+        #[arg(long, env = "KEYGATE_ISSUER")]
+        issuer: String,
+        /// The OAuth2 client (a public client; Keygate's built-in one is keygate-login).
+        #[arg(long, default_value = "keygate-login")]
+        client_id: String,
+        /// For confidential clients.
+        #[arg(long, env = "KEYGATE_CLIENT_SECRET")]
+        client_secret: Option<String>,
+        #[arg(
+            long,
+            default_value = "openid profile email groups offline_access audience:server:client_id:kubernetes"
+        )]
+        scopes: String,
+        /// CA bundle for an https issuer with a private CA.
+        #[arg(long, value_name = "FILE")]
+        ca_file: Option<PathBuf>,
+        /// Where tokens are cached (default ~/.kube/cache/keygate).
+        #[arg(long, value_name = "DIR")]
+        cache_dir: Option<PathBuf>,
+        /// Use the device flow (a code to enter on another device) instead of a browser.
+        #[arg(long)]
+        device: bool,
+        /// Do not open a browser; print the URL (or use the device flow when offered).
+        #[arg(long)]
+        no_browser: bool,
+        /// Loopback port for the browser's redirect (0: any free port).
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+    },
     /// Validate a configuration and explain what it declares. Exits 1 on the first error, naming
     /// the file, the document and the field.
     #[command(

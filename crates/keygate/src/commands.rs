@@ -45,6 +45,31 @@ pub fn run(cli: Cli) -> Result<()> {
             runtime()?.block_on(serve_authenticator(settings))
         }
         Command::CheckConfig { config } => check_config(&config),
+        Command::Login {
+            issuer,
+            client_id,
+            client_secret,
+            scopes,
+            ca_file,
+            cache_dir,
+            device,
+            no_browser,
+            port,
+        } => {
+            let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+            let args = crate::login::LoginArgs {
+                issuer,
+                client_id,
+                client_secret,
+                scopes,
+                ca_file,
+                cache_dir,
+                device,
+                no_browser,
+                port,
+            };
+            runtime()?.block_on(crate::login::run(args))
+        }
         Command::HashPassword { cost } => hash_password(cost),
         Command::Sessions(cmd) => runtime()?.block_on(sessions(cmd)),
         Command::Users(cmd) => runtime()?.block_on(users(cmd)),
