@@ -37,6 +37,13 @@ pub fn verify_jws(token: &str, jwks: &[serde_json::Value]) -> Option<Vec<u8>> {
     jose::verify(token, jwks)
 }
 
+/// A signing function with a freshly generated, parsed key: for the benchmark harness's
+/// in-process limit (the provider signs with exactly this code).
+pub fn bench_signer(alg: keygate_config::SigningAlgorithm) -> impl Fn(&[u8]) -> Option<String> {
+    let signer = jose::Signer::generate(alg).ok().map(|(s, _)| s);
+    move |payload| signer.as_ref().and_then(|s| s.sign("bench", payload).ok())
+}
+
 /// PKCE S256 transform (for built-in relying parties such as the demo page).
 pub fn pkce_s256(verifier: &str) -> String {
     jose::s256(verifier)
