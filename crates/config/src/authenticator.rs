@@ -439,25 +439,7 @@ pub fn load_authenticator(path: &Path) -> Result<AuthenticatorSettings, ConfigEr
         .enumerate()
         .map(|(i, p)| IpNet::parse(p).map_err(|e| doc.err(&format!("spec.trustedProxies[{i}]"), e)))
         .collect::<Result<_, _>>()?;
-    let logging = match spec.logging {
-        None => Logging {
-            level: "info".into(),
-            json: false,
-        },
-        Some(l) => Logging {
-            level: l.level.unwrap_or_else(|| "info".into()),
-            json: match l.format.as_deref() {
-                None | Some("text") => false,
-                Some("json") => true,
-                Some(other) => {
-                    return Err(doc.err(
-                        "spec.logging.format",
-                        format!("{other:?}: use text or json"),
-                    ));
-                }
-            },
-        },
-    };
+    let logging = crate::load::logging(doc, spec.logging)?;
     Ok(AuthenticatorSettings {
         authenticator,
         listen: spec.listen.unwrap_or_else(|| "127.0.0.1:4180".into()),

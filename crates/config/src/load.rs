@@ -597,25 +597,7 @@ fn provider(
         kubeconfig_generator = kubeconfig_clusters(doc, "spec.kubeconfigGenerator", k)?;
     }
 
-    let logging = match spec.logging {
-        None => Logging {
-            level: "info".into(),
-            json: false,
-        },
-        Some(l) => Logging {
-            level: l.level.unwrap_or_else(|| "info".into()),
-            json: match l.format.as_deref() {
-                None | Some("text") => false,
-                Some("json") => true,
-                Some(other) => {
-                    return Err(doc.err(
-                        "spec.logging.format",
-                        format!("{other:?}: use text or json"),
-                    ));
-                }
-            },
-        },
-    };
+    let logging = logging(doc, spec.logging)?;
 
     let frontend = spec
         .frontend
@@ -729,6 +711,29 @@ fn password_policy(
         max_attempts: l.max_attempts,
         lock_duration,
     }))
+}
+
+/// `spec.logging`: level (a `tracing` filter) and format (text or json).
+pub(crate) fn logging(doc: &Document, spec: Option<LoggingSpec>) -> Result<Logging, ConfigError> {
+    let Some(l) = spec else {
+        return Ok(Logging {
+            level: "info".into(),
+            json: false,
+        });
+    };
+    Ok(Logging {
+        level: l.level.unwrap_or_else(|| "info".into()),
+        json: match l.format.as_deref() {
+            None | Some("text") => false,
+            Some("json") => true,
+            Some(other) => {
+                return Err(doc.err(
+                    "spec.logging.format",
+                    format!("{other:?}: use text or json"),
+                ));
+            }
+        },
+    })
 }
 
 /// "0" or "never" disables a lifetime.
@@ -1007,9 +1012,38 @@ pub(crate) fn parse_rfc3339(s: &str) -> Option<i64> {
     Some(days * 86400 + hh * 3600 + mm * 60 + ss - offset)
 }
 
+/// Formats unix seconds as `2006-01-02T15:04:05Z` (the inverse of [`parse_rfc3339`]).
+pub fn format_rfc3339(ts: i64) -> String {
+    // Civil date from days (Howard Hinnant's algorithm).
+    let (days, secs) = (ts.div_euclid(86_400), ts.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
 #[cfg(test)]
 mod tests {
-    use super::parse_rfc3339;
+    use super::{format_rfc3339, parse_rfc3339};
+
+    #[test]
+    fn format_round_trips() {
+        for ts in [0, 1_796_040_000, 951_782_400, -86_400] {
+            assert_eq!(parse_rfc3339(&format_rfc3339(ts)), Some(ts));
+        }
+        assert_eq!(format_rfc3339(1_796_040_000), "2026-11-30T12:00:00Z");
+    }
 
     #[test]
     fn rfc3339() {

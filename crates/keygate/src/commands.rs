@@ -323,13 +323,7 @@ fn check_config(path: &std::path::Path) -> Result<()> {
     }
     println!("  clients        {}", config.clients.len());
     for c in &config.clients {
-        let kind = if c.public {
-            "public"
-        } else if c.secret.is_some() {
-            "confidential"
-        } else {
-            "confidential, secret generated at first start"
-        };
+        let kind = client_kind(c);
         let kube = if c.allow_access_to_kubernetes {
             ", may request audience kubernetes"
         } else {
@@ -551,13 +545,7 @@ async fn clients(cmd: ClientsCommand) -> Result<()> {
             let config = keygate_config::load(&config)?;
             println!("{:<44} {:<14} {:<6} REDIRECT URIS", "ID", "TYPE", "K8S");
             for c in &config.clients {
-                let kind = if c.public {
-                    "public"
-                } else if c.secret.is_some() {
-                    "confidential"
-                } else {
-                    "generated"
-                };
+                let kind = client_kind(c);
                 let kube = if c.allow_access_to_kubernetes {
                     "yes"
                 } else {
@@ -605,4 +593,12 @@ async fn clients(cmd: ClientsCommand) -> Result<()> {
         }
     }
     Ok(())
+}
+
+fn client_kind(c: &keygate_config::ClientSpec) -> &'static str {
+    match (c.public, c.secret.is_some()) {
+        (true, _) => "public",
+        (false, true) => "confidential",
+        (false, false) => "confidential (generated secret)",
+    }
 }

@@ -71,30 +71,11 @@ fn jwt_exp(token: &str) -> Option<i64> {
     claims.get("exp")?.as_i64()
 }
 
-fn rfc3339(ts: i64) -> String {
-    let (days, secs) = (ts.div_euclid(86_400), ts.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
-}
-
 fn credential(cache: &Cache) -> String {
     json!({
         "apiVersion": "client.authentication.k8s.io/v1",
         "kind": "ExecCredential",
-        "status": { "token": cache.id_token, "expirationTimestamp": rfc3339(cache.expiry) },
+        "status": { "token": cache.id_token, "expirationTimestamp": keygate_config::format_rfc3339(cache.expiry) },
     })
     .to_string()
 }

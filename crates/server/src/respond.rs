@@ -57,3 +57,17 @@ pub fn found(location: &str) -> Response {
         Err(_) => StatusCode::BAD_REQUEST.into_response(),
     }
 }
+
+/// The value of cookie `name` in the request, exactly that name.
+pub fn cookie_value<'a>(headers: &'a axum::http::HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| {
+            c.trim()
+                .strip_prefix(name)
+                .and_then(|r| r.strip_prefix('='))
+        })
+}

@@ -10,7 +10,7 @@ use minijinja::context;
 use crate::AppState;
 use crate::build::DEMO_CLIENT_ID;
 use crate::form::parse_params;
-use crate::respond::found;
+use crate::respond::{cookie_value, found};
 
 const COOKIE: &str = "keygate_demo";
 
@@ -77,16 +77,7 @@ pub async fn callback(
             "Start the demo again",
         );
     }
-    let cookie_value = headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .find_map(|c| {
-            c.trim()
-                .strip_prefix(&format!("{COOKIE}="))
-                .map(str::to_owned)
-        });
+    let cookie_value = cookie_value(&headers, COOKIE).map(str::to_owned);
     let parts: Vec<String> = cookie_value
         .unwrap_or_default()
         .split('.')

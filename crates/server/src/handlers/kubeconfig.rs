@@ -14,7 +14,7 @@ use crate::AppState;
 use crate::build::KUBECONFIG_CLIENT_ID;
 use crate::form::parse_params;
 use crate::kubeconfig::{self, Credentials};
-use crate::respond::found;
+use crate::respond::{cookie_value, found};
 
 const SESSION: &str = "keygate_kubeconfig";
 const STATE: &str = "keygate_kubeconfig_state";
@@ -66,19 +66,6 @@ async fn sealer(s: &AppState) -> Option<&Sealer> {
         })
         .await
         .ok()
-}
-
-fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .find_map(|c| {
-            c.trim()
-                .strip_prefix(name)
-                .and_then(|r| r.strip_prefix('='))
-        })
 }
 
 fn cookie(s: &AppState, name: &str, value: &str, max_age: i64) -> Option<HeaderValue> {
@@ -263,23 +250,13 @@ pub async fn callback(
     resp
 }
 
+/// `2026-11-30 12:00` for people.
 fn utc(ts: i64) -> String {
-    // Civil date from unix seconds (Howard Hinnant's algorithm), for a readable expiry.
-    let (days, secs) = (ts.div_euclid(86_400), ts.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}",
-        secs / 3600,
-        secs % 3600 / 60
-    )
+    keygate_config::format_rfc3339(ts)
+        .replace('T', " ")
+        .chars()
+        .take(16)
+        .collect()
 }
 
 async fn render(s: &AppState, headers: &HeaderMap, cluster_id: Option<&str>) -> Response {

@@ -132,25 +132,39 @@ pub async fn token(
     }
 }
 
+/// Parses a client-authenticated form carrying `token` and runs `call` under the per-address limit.
+async fn token_call<T, F, Fut>(
+    s: &AppState,
+    ip: Option<std::net::IpAddr>,
+    headers: &HeaderMap,
+    body: &[u8],
+    call: F,
+) -> Result<T, OAuthError>
+where
+    F: FnOnce(ClientAuth, String) -> Fut,
+    Fut: std::future::Future<Output = Result<T, OAuthError>>,
+{
+    let form = form(headers, body)?;
+    let auth = client_auth(headers, &form)?;
+    let token = form.get("token").cloned().unwrap_or_default();
+    s.provider.guarded(ip, call(auth, token)).await
+}
+
+/// RFC 7662.
 pub async fn introspect(
     State(s): State<AppState>,
     ClientIp(ip): ClientIp,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let basic = is_basic(&headers);
-    let result = async {
-        let form = form(&headers, &body)?;
-        let auth = client_auth(&headers, &form)?;
-        let token = form.get("token").map(String::as_str).unwrap_or("");
-        s.provider
-            .guarded(ip, s.provider.introspect(&auth, token))
-            .await
-    }
-    .await;
-    match result {
+    match token_call(&s, ip, &headers, &body, |auth, token| {
+        let p = s.provider.clone();
+        async move { p.introspect(&auth, &token).await }
+    })
+    .await
+    {
         Ok(v) => no_store_json(StatusCode::OK, &v),
-        Err(e) => oauth_error(&e, basic),
+        Err(e) => oauth_error(&e, is_basic(&headers)),
     }
 }
 
@@ -161,19 +175,14 @@ pub async fn revoke(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let basic = is_basic(&headers);
-    let result = async {
-        let form = form(&headers, &body)?;
-        let auth = client_auth(&headers, &form)?;
-        let token = form.get("token").map(String::as_str).unwrap_or("");
-        s.provider
-            .guarded(ip, s.provider.revoke(&auth, token))
-            .await
-    }
-    .await;
-    match result {
+    match token_call(&s, ip, &headers, &body, |auth, token| {
+        let p = s.provider.clone();
+        async move { p.revoke(&auth, &token).await }
+    })
+    .await
+    {
         Ok(()) => (StatusCode::OK, [(header::CACHE_CONTROL, "no-store")]).into_response(),
-        Err(e) => oauth_error(&e, basic),
+        Err(e) => oauth_error(&e, is_basic(&headers)),
     }
 }
 
