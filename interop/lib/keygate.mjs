@@ -216,6 +216,8 @@ export function standardConfig({
   // Dex semantics: within reuseInterval of a refresh token's last use, refreshing hands back the
   // SAME refresh token (Keygate defaults to Deckhouse's 2m). 0s makes every refresh rotate.
   reuseInterval = '0s',
+  // More KeygateConfig spec lines, indented by two spaces (e.g. a kubeconfigGenerator list).
+  extraSpec = '',
 }) {
   const store =
     storage === 'sqlite' ? `{type: sqlite, path: ${JSON.stringify(path.join(dir, 'keygate.db'))}}` : '{type: memory}';
@@ -227,7 +229,7 @@ spec:
   storage: ${store}
   idTokenTTL: ${idTokenTTL}
   refreshTokens: {reuseInterval: ${reuseInterval}}
----
+${extraSpec ? extraSpec.replace(/\n?$/, '\n') : ''}---
 apiVersion: deckhouse.io/v1
 kind: User
 metadata: {name: jane}
@@ -368,11 +370,14 @@ class CookieJar {
  *
  * Throws LoginError when the provider answers with the login form again (wrong
  * credentials), with a 4xx/5xx, or when no way forward is found.
+ *
+ * `redirectUri` names the callback to stop at when authUrl does not carry one (the device flow
+ * starts at `<issuer>auth/local/login?state=...`).
  */
-export async function loginViaForm(authUrl, login, password, { maxSteps = 20 } = {}) {
+export async function loginViaForm(authUrl, login, password, { maxSteps = 20, redirectUri } = {}) {
   const auth = new URL(authUrl);
-  const redirectUri = auth.searchParams.get('redirect_uri');
-  if (!redirectUri) throw new Error('loginViaForm: authUrl has no redirect_uri');
+  redirectUri ??= auth.searchParams.get('redirect_uri');
+  if (!redirectUri) throw new Error('loginViaForm: authUrl has no redirect_uri (pass one)');
   const target = new URL(redirectUri);
   const isCallback = (u) => u.origin === target.origin && u.pathname === target.pathname;
   const jar = new CookieJar();
@@ -525,6 +530,59 @@ export function decodeJwtPayload(jwt) {
   const parts = String(jwt).split('.');
   if (parts.length !== 3) throw new Error(`not a JWS compact token: ${jwt}`);
   return JSON.parse(Buffer.from(parts[1], 'base64url').toString('utf8'));
+}
+
+/**
+ * keygate's Prometheus counters at `<issuer>metrics`: {name: value} for every unlabelled
+ * `keygate_*` sample.
+ */
+export async function keygateMetrics(issuer) {
+  const res = await fetch(new URL('metrics', issuer));
+  const text = await res.text();
+  if (res.status !== 200) throw new Error(`GET ${issuer}metrics -> ${res.status}: ${text}`);
+  const out = {};
+  for (const m of text.matchAll(/^(keygate_\w+) (\d+)$/gm)) out[m[1]] = Number(m[2]);
+  return out;
+}
+
+/**
+ * The browser half of the device flow (RFC 8628) without a browser and without cookies carried
+ * over: POST `<issuer>device` with the user code, walk the password form, then GET the
+ * `<issuer>device/callback` it redirects to. Returns {trace, callbackUrl, status, body} of that
+ * last page; throws LoginError with the trace when a step fails.
+ */
+export async function approveDevice(issuer, userCode, { login = JANE.login, password = JANE.password } = {}) {
+  const deviceUrl = new URL('device', issuer);
+  const trace = [];
+  const res = await fetch(deviceUrl, {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded', accept: 'text/html' },
+    body: new URLSearchParams({ user_code: userCode }).toString(),
+    redirect: 'manual',
+  });
+  const text = await res.text();
+  const location = res.headers.get('location');
+  trace.push(`POST ${deviceUrl.href} user_code=${userCode} -> ${res.status}${location ? ' Location: ' + location : ''}`);
+  if (res.status < 300 || res.status >= 400 || !location) {
+    throw new LoginError(`POST ${deviceUrl.href} answered ${res.status} without a redirect`, {
+      status: res.status,
+      url: deviceUrl.href,
+      body: text,
+      trace,
+    });
+  }
+  const callback = new URL('device/callback', issuer).href;
+  let callbackUrl;
+  try {
+    callbackUrl = await loginViaForm(new URL(location, deviceUrl).href, login, password, { redirectUri: callback });
+  } catch (err) {
+    if (err instanceof LoginError) err.trace = [...trace, ...(err.trace ?? [])];
+    throw err;
+  }
+  const done = await fetch(callbackUrl, { headers: { accept: 'text/html' }, redirect: 'manual' });
+  const body = await done.text();
+  trace.push(`GET ${callbackUrl} -> ${done.status}`);
+  return { trace, callbackUrl, status: done.status, body };
 }
 
 export function ensureDir(dir) {

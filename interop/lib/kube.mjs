@@ -2,7 +2,7 @@
 // throw-away CA and server certificate, run a minimal HTTPS Kubernetes API
 // server that verifies keygate's ID tokens on its own, and write/read
 // `auth-provider: oidc` kubeconfigs.
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import https from 'node:https';
 import path from 'node:path';
@@ -62,8 +62,10 @@ export async function makeCerts(dir) {
  *
  * Returns {url, ca, seen, close()}; `seen` lists every request with
  * {method, path, at, auth: 'none'|'valid'|'invalid', token, claims, alg, error}.
+ * `port`: listen there (e.g. one named in keygate's config before keygate started) instead of a
+ * fresh free port.
  */
-export async function startApiServer({ issuer, certs }) {
+export async function startApiServer({ issuer, certs, port }) {
   const meta = await discover(issuer);
   const jwks = jose.createRemoteJWKSet(new URL(meta.jwks_uri));
   const seen = [];
@@ -126,7 +128,7 @@ export async function startApiServer({ issuer, certs }) {
         return json(res, 404, { kind: 'Status', apiVersion: 'v1', status: 'Failure', reason: 'NotFound', code: 404, message: `${url.pathname} not found` });
     }
   });
-  const port = await freePort();
+  port ??= await freePort();
   await new Promise((resolve, reject) => {
     server.once('error', reject);
     server.listen(port, '127.0.0.1', resolve);
@@ -218,4 +220,83 @@ export function kubectlRunner({ kubectlBin, dir }) {
     },
   };
   return runner;
+}
+
+/**
+ * Start `cmd args` in the background inside a pseudo-terminal (util-linux `script`), so that its
+ * stdin is a terminal: kubectl tells an exec plugin `interactive: true` only then
+ * (`interactiveMode: IfAvailable`), and `keygate login` starts a sign-in only when interactive.
+ * What the command writes to the terminal (its stderr, and its stdout unless `stdoutFile` takes
+ * it) is collected; line ends come back as \r\n.
+ *
+ * Returns {pid, output(), exited (a promise of {code, signal}), waitFor(regex, timeoutMs), stop()}.
+ */
+export function startInTerminal(cmd, args, { env, stdoutFile } = {}) {
+  const q = (s) => `'${String(s).replace(/'/g, `'\\''`)}'`;
+  const line = `exec ${[cmd, ...args].map(q).join(' ')}${stdoutFile ? ` >${q(stdoutFile)}` : ''}`;
+  // script's own stdin stays an open pipe: at EOF it would hang up the terminal.
+  const child = spawn('script', ['--quiet', '--return', '--flush', '--command', line, '/dev/null'], {
+    env: env ?? process.env,
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  let output = '';
+  let result = null;
+  const listeners = new Set();
+  const notify = () => listeners.forEach((f) => f());
+  child.stdout.setEncoding('utf8').on('data', (d) => {
+    output += d;
+    notify();
+  });
+  child.stderr.setEncoding('utf8').on('data', (d) => {
+    output += d;
+    notify();
+  });
+  child.stdin.on('error', () => {});
+  const exited = new Promise((resolve) => {
+    child.on('error', (error) => resolve((result = { code: null, signal: null, error: String(error) })));
+    child.on('close', (code, signal) => resolve((result = { code, signal })));
+  }).finally(notify);
+  return {
+    pid: child.pid,
+    command: line,
+    output: () => output,
+    exited,
+    /** Resolves the first match of `regex` in the output; rejects on exit or timeout. */
+    waitFor(regex, timeoutMs = 30_000) {
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => done(new Error(`no ${regex} within ${timeoutMs} ms; output so far:\n${output}`)), timeoutMs);
+        const check = () => {
+          const m = regex.exec(output);
+          if (m) done(null, m);
+          else if (result) done(new Error(`exited (${JSON.stringify(result)}) without ${regex}; output:\n${output}`));
+        };
+        const done = (err, m) => {
+          clearTimeout(timer);
+          listeners.delete(check);
+          if (err) reject(err);
+          else resolve(m);
+        };
+        listeners.add(check);
+        check();
+      });
+    },
+    /** SIGTERM, then SIGKILL after 3 s (closing the terminal hangs up kubectl and its plugin). */
+    async stop() {
+      if (result) return result;
+      child.stdin.end();
+      try {
+        process.kill(child.pid, 'SIGTERM');
+      } catch {
+        /* gone */
+      }
+      const r = await Promise.race([exited, new Promise((res) => setTimeout(res, 3_000).unref())]);
+      if (r) return r;
+      try {
+        process.kill(child.pid, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+      return exited;
+    },
+  };
 }

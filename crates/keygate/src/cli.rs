@@ -15,6 +15,9 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Kept on one line: a `\` continuation would strip the YAML's indentation.
+const LOGIN_HELP: &str = "Used from a kubeconfig (the kubeconfig page offers one):\n  users:\n  - name: me\n    user:\n      exec:\n        apiVersion: client.authentication.k8s.io/v1\n        command: keygate\n        args: [login, --issuer, https://dex.example.com/, --client-id, keygate-login]\n        interactiveMode: IfAvailable\n\nTokens are cached in ~/.kube/cache/keygate (0600); parallel kubectl calls refresh once.\nWith --device the first sign-in works even when kubectl has no terminal: the code is printed on stderr.";
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the OpenID Connect provider.
@@ -56,18 +59,7 @@ Put it behind nginx auth_request (/dex-authenticator/auth) or set spec.upstream 
     },
     /// kubectl credential plugin: prints an ExecCredential with a valid ID token, refreshing or
     /// signing in (browser or device code) as needed.
-    #[command(
-        after_help = "Used from a kubeconfig (the kubeconfig page offers one):\n\
-  users:\n\
-  - name: me\n\
-    user:\n\
-      exec:\n\
-        apiVersion: client.authentication.k8s.io/v1\n\
-        command: keygate\n\
-        args: [login, --issuer, https://dex.example.com/, --client-id, keygate-login]\n\
-        interactiveMode: IfAvailable\n\n\
-Tokens are cached in ~/.kube/cache/keygate (0600); parallel kubectl calls refresh once."
-    )]
+    #[command(after_help = LOGIN_HELP)]
     Login {
         /// The issuer URL.
         #[arg(long, env = "KEYGATE_ISSUER")]

@@ -189,7 +189,8 @@ pub async fn run(args: LoginArgs) -> Result<()> {
     let answer = match answer {
         Some(a) => a,
         None => {
-            if !interactive() {
+            // The device flow needs no input, only that someone reads stderr: allowed without a terminal.
+            if !interactive() && !args.device {
                 bail!(
                     "not logged in, and kubectl runs without a terminal: run `kubectl` once in a terminal to sign in"
                 );
