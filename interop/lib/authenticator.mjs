@@ -270,7 +270,7 @@ export async function startApp() {
 <p>Groups: <span id="groups">${escapeHtml(groups)}</span></p>
 <p>ID token forwarded: <span id="bearer">${bearer ? 'yes' : 'no'}</span></p>
 <p>Path: <code>${escapeHtml(req.url)}</code></p>
-<p><a href="/dex-authenticator/sign_out">Sign out</a></p>
+<p><a href="/dex-authenticator/sign_out?rd=/bye">Sign out</a></p>
 </body></html>`);
   });
   await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));

@@ -1,6 +1,6 @@
 // Headless Chromium (Debian's, driven by playwright-core) in front of an application protected by
 // `keygate authenticator` behind nginx configured as ingress-nginx configures
-// auth-url/auth-signin, with Redis sessions: sign in, see the app, sign out (signOutURL), and the
+// auth-url/auth-signin, with Redis sessions: sign in, see the app, sign out (back to rd=/bye), and the
 // next visit asks for the password again. Screenshots in screenshots/authenticator-*.png.
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync } from 'node:fs';
@@ -192,7 +192,7 @@ describe('Chromium through nginx auth_request and keygate authenticator', { skip
     assert.equal(last.headers['x-auth-request-email'], JANE.email);
     assert.match(last.headers.authorization ?? '', /^Bearer ey/);
 
-    // Sign out through the app's link: signOutURL, cookie gone.
+    // Sign out through the app's link (sign_out?rd=/bye): cookie gone.
     await Promise.all([page.waitForURL(`${origin}/bye`, { timeout: 15_000 }), page.click('text=Sign out')]);
     assert.match(await page.locator('body').innerText(), /Signed out/);
     await page.screenshot({ path: path.join(SCREENSHOTS, 'authenticator-signed-out.png'), fullPage: true });

@@ -658,11 +658,11 @@ async fn sign_out(
         .or(s.inner.settings.authenticator.applications.first())
         .cloned();
     let params = query(q);
-    let target = app.as_ref().and_then(|a| {
-        a.sign_out_url
-            .clone()
-            .or_else(|| safe_redirect(params.get("rd").map(String::as_str), a).ok())
-    });
+    // Deckhouse's signOutURL is the application path routed *to* sign-out, not where to go after
+    // it: go back to `rd` (on the application) or its root, which leads to the sign-in page.
+    let target = app
+        .as_ref()
+        .and_then(|a| safe_redirect(params.get("rd").map(String::as_str), a).ok());
     let mut resp = redirect(&target.unwrap_or_else(|| "/".into()));
     if let Some(c) = set_cookie(SESSION_COOKIE, "", "/", 0) {
         resp.headers_mut().insert(header::SET_COOKIE, c);
@@ -676,6 +676,26 @@ async fn proxied(State(s): State<AuthState>, Peer(peer): Peer, mut req: Request)
     let Some(upstream) = &s.inner.upstream else {
         return StatusCode::NOT_FOUND.into_response();
     };
+    // The application's signOutURL leads to sign-out, as Deckhouse's extra Ingress does.
+    let host = original_host(&s, peer, &headers);
+    let signs_out = application(&s, host.as_deref())
+        .and_then(|a| a.sign_out_url.as_deref())
+        .map(|u| {
+            url::Url::parse(u).map_or_else(
+                |_| u.split('?').next().unwrap_or(u).to_owned(),
+                |p| p.path().to_owned(),
+            )
+        })
+        .is_some_and(|path| path == req.uri().path());
+    if signs_out {
+        return sign_out(
+            State(s.clone()),
+            Peer(peer),
+            headers,
+            RawQuery(req.uri().query().map(str::to_owned)),
+        )
+        .await;
+    }
     match authenticate(&s, &headers, peer).await {
         Outcome::Allowed { record, set_cookie } => {
             // Identity headers come from us only.

@@ -274,9 +274,11 @@ pub(crate) fn dex_authenticator(
                 format!("{:?} is not a host name", a.domain),
             ));
         }
-        if let Some(u) = &a.sign_out_url {
+        if let Some(u) = &a.sign_out_url
+            && !u.starts_with('/')
+        {
             url::Url::parse(u)
-                .map_err(|e| doc.err("spec.signOutURL", format!("not a URL: {e}")))?;
+                .map_err(|e| doc.err("spec.signOutURL", format!("not a URL or a path: {e}")))?;
         }
     }
     if spec.node_selector.is_some()
@@ -401,30 +403,31 @@ pub fn load_authenticator(path: &Path) -> Result<AuthenticatorSettings, ConfigEr
     }
     let session_store = match spec.session_store {
         None => SessionStoreConfig::Memory,
-        Some(s) => match s.kind.as_str() {
-            "memory" => SessionStoreConfig::Memory,
-            "redis" => {
-                let url = secret::resolve(
-                    "url",
-                    s.url.as_deref(),
-                    s.url_from_env.as_deref(),
-                    s.url_file.as_deref(),
-                )
-                .map_err(|e| prefixed(e, "spec.sessionStore.", doc))?
-                .ok_or_else(|| doc.err("spec.sessionStore.url", "is required for redis"))?;
-                if !(url.expose().starts_with("redis://") || url.expose().starts_with("rediss://"))
-                {
-                    return Err(doc.err("spec.sessionStore.url", "must be a redis:// URL"));
+        Some(s) => {
+            match s.kind.as_str() {
+                "memory" => SessionStoreConfig::Memory,
+                "redis" => {
+                    let url = secret::resolve(
+                        "url",
+                        s.url.as_deref(),
+                        s.url_from_env.as_deref(),
+                        s.url_file.as_deref(),
+                    )
+                    .map_err(|e| prefixed(e, "spec.sessionStore.", doc))?
+                    .ok_or_else(|| doc.err("spec.sessionStore.url", "is required for redis"))?;
+                    if !url.expose().starts_with("redis://") {
+                        return Err(doc.err("spec.sessionStore.url", "must be a redis:// URL (TLS to Redis, rediss://, is not supported yet)"));
+                    }
+                    SessionStoreConfig::Redis { url }
                 }
-                SessionStoreConfig::Redis { url }
+                other => {
+                    return Err(doc.err(
+                        "spec.sessionStore.type",
+                        format!("{other:?}: use redis or memory"),
+                    ));
+                }
             }
-            other => {
-                return Err(doc.err(
-                    "spec.sessionStore.type",
-                    format!("{other:?}: use redis or memory"),
-                ));
-            }
-        },
+        }
     };
     if let Some(u) = &spec.upstream {
         let parsed =

@@ -463,8 +463,7 @@ async fn users(cmd: UsersCommand) -> Result<()> {
     };
     match cmd {
         UsersCommand::List { .. } => {
-            let users =
-                accounts::resolve_expiry(&store, LOCAL_CONNECTOR, &config.users, now).await?;
+            let users = accounts::expiry_view(&store, LOCAL_CONNECTOR, &config.users).await?;
             println!(
                 "{:<20} {:<32} {:<24} {:<12} LOCK",
                 "NAME", "EMAIL", "GROUPS", "EXPIRES"

@@ -380,7 +380,11 @@ async fn device_login(
     let mut req = http.post(endpoint);
     let mut fields = vec![("scope", args.scopes.as_str())];
     match &args.client_secret {
-        Some(secret) => req = req.basic_auth(&args.client_id, Some(secret)),
+        Some(secret) => {
+            let esc =
+                |v: &str| url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>();
+            req = req.basic_auth(esc(&args.client_id), Some(esc(secret)))
+        }
         None => fields.push(("client_id", &args.client_id)),
     }
     let grant: Value = req

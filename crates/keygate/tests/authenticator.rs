@@ -472,14 +472,16 @@ async fn nginx_auth_request_login_gives_the_app_identity_and_a_verifiable_id_tok
     );
 
     // Sign out: cookie cleared, session gone from Redis, refresh token revoked at the provider,
-    // off to signOutURL.
+    // back to `rd` on the application (signOutURL is the path routed *to* sign-out, as in Deckhouse).
     assert!(!stack.redis[0].keys("keygate:session:*").is_empty());
     assert_eq!(
         stack.provider_sessions().len(),
         1,
         "one session at the provider"
     );
-    let r = b.get(&stack.url("/dex-authenticator/sign_out")).await;
+    let r = b
+        .get(&stack.url("/dex-authenticator/sign_out?rd=/bye"))
+        .await;
     assert_eq!(r.status, 302, "{}", r.summary());
     assert_eq!(r.location(), Some(stack.url("/bye")));
     let cleared = r

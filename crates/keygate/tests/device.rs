@@ -173,3 +173,30 @@ async fn device_codes_expire_and_bad_codes_are_refused() {
     let (s, r) = poll(&app, "nope").await;
     assert_eq!((s, r["error"].as_str()), (400, Some("expired_token")));
 }
+
+#[tokio::test]
+async fn a_refused_sign_in_is_reported_to_the_device() {
+    let app = spawn_app("").await;
+    let d: Value = app
+        .http
+        .post(app.url("device/code"))
+        .form(&[("client_id", CLI), ("scope", "openid")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let user_code = d["user_code"].as_str().unwrap();
+    let r = app
+        .http
+        .get(app.url(&format!(
+            "device/callback?error=access_denied&state={user_code}"
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let (s, r) = poll(&app, d["device_code"].as_str().unwrap()).await;
+    assert_eq!((s, r["error"].as_str()), (400, Some("access_denied")));
+}

@@ -56,9 +56,10 @@ pub async fn build_provider(config: &Config, clock: Arc<dyn Clock>) -> Result<Bu
     let keys =
         KeyManager::start(store.clone(), settings.signing, settings.id_token_ttl, now).await?;
     let mut specs = config.clients.clone();
-    if !settings.kubeconfig_generator.is_empty() {
-        specs.extend(kubeconfig_clients(&settings.issuer));
-    }
+    specs.extend(kubeconfig_clients(
+        &settings.issuer,
+        !settings.kubeconfig_generator.is_empty(),
+    ));
     let (mut clients, generated_secrets) = ClientRegistry::build(&specs, &store, now).await?;
     if settings.demo {
         clients.insert(Client {
@@ -98,7 +99,7 @@ pub const KUBECONFIG_CLIENT_ID: &str = "kubeconfig-generator";
 pub const LOGIN_CLIENT_ID: &str = "keygate-login";
 
 /// Both may request tokens for kube-apiserver (`aud` gains `kubernetes`).
-fn kubeconfig_clients(issuer: &str) -> Vec<keygate_config::ClientSpec> {
+fn kubeconfig_clients(issuer: &str, generator: bool) -> Vec<keygate_config::ClientSpec> {
     let client = |id: &str, name: &str, redirect_uris: Vec<String>| keygate_config::ClientSpec {
         id: id.into(),
         legacy_id: None,
@@ -111,14 +112,19 @@ fn kubeconfig_clients(issuer: &str) -> Vec<keygate_config::ClientSpec> {
         allowed_emails: Vec::new(),
         allow_access_to_kubernetes: true,
     };
-    vec![
-        client(
+    let mut clients = vec![client(
+        LOGIN_CLIENT_ID,
+        "kubectl (keygate login)",
+        Vec::new(),
+    )];
+    if generator {
+        clients.push(client(
             KUBECONFIG_CLIENT_ID,
             "Kubeconfig generator",
             vec![keygate_oidc_endpoint(issuer, "kubeconfig/callback")],
-        ),
-        client(LOGIN_CLIENT_ID, "kubectl (keygate login)", Vec::new()),
-    ]
+        ));
+    }
+    clients
 }
 
 fn keygate_oidc_endpoint(issuer: &str, path: &str) -> String {

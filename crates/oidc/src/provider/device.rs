@@ -124,38 +124,36 @@ impl Provider {
     }
 
     /// Starts the browser half for a user code: an authorization request whose redirect URI is
-    /// the device callback and whose `state` is the device code.
+    /// the device callback and whose `state` is the user code. Never the device code: it would
+    /// land in the browser's history, and whoever holds it can collect the tokens.
     pub async fn device_authorize_params(&self, request: &DeviceRequest) -> AuthorizeParams {
         AuthorizeParams {
             client_id: Some(request.client_id.clone()),
             redirect_uri: Some(self.device_callback()),
             response_type: Some("code".into()),
             scope: Some(request.scopes.join(" ")),
-            state: Some(request.id.clone()),
+            state: Some(request.user_code.clone()),
             nonce: None,
             code_challenge: None,
             code_challenge_method: None,
         }
     }
 
-    /// The browser came back with a code: redeem it for the device and park the tokens.
-    pub async fn device_complete(&self, code: &str, device_code: &str) -> Result<(), OAuthError> {
-        let request = self
-            .store
-            .get::<DeviceRequest>(device_code)
+    /// The pending request a browser answer names (its `state` is the user code).
+    async fn pending_device_request(&self, user_code: &str) -> Result<DeviceRequest, OAuthError> {
+        self.device_request_by_user_code(user_code)
             .await?
-            .filter(|r| r.expires_at > self.now())
             .ok_or_else(|| {
                 OAuthError::new(
                     ErrorCode::InvalidGrant,
                     "This device code has expired. Start the login on the device again.",
                 )
-            })?;
-        let auth = ClientAuth {
-            client_id: request.client_id.clone(),
-            secret: None,
-            basic: false,
-        };
+            })
+    }
+
+    /// The browser came back with a code: redeem it for the device and park the tokens.
+    pub async fn device_complete(&self, code: &str, user_code: &str) -> Result<(), OAuthError> {
+        let request = self.pending_device_request(user_code).await?;
         let req = TokenRequest {
             grant_type: Some("authorization_code".into()),
             code: Some(code.to_owned()),
@@ -165,14 +163,14 @@ impl Provider {
         // The device client may be confidential: redeem as the provider itself, for it.
         let client = self
             .clients
-            .get(&auth.client_id)
+            .get(&request.client_id)
             .ok_or_else(|| OAuthError::invalid_client("The client is gone."))?;
         let tokens = self.exchange_code(&client, &req).await?;
         let json =
             serde_json::to_string(&tokens).map_err(|e| ProviderError::Crypto(e.to_string()))?;
         self.store
-            .update::<DeviceRequest, (), _>(device_code, |mut r| {
-                if r.tokens.is_some() {
+            .update::<DeviceRequest, (), _>(&request.id, |mut r| {
+                if r.tokens.is_some() || r.denied {
                     return Err(());
                 }
                 r.tokens = Some(json.clone());
@@ -180,6 +178,19 @@ impl Provider {
             })
             .await
             .map_err(|_| OAuthError::invalid_request("This device code was already used."))?;
+        Ok(())
+    }
+
+    /// The user refused (or the provider refused the user): the device's next poll says so.
+    pub async fn device_deny(&self, user_code: &str) -> Result<(), OAuthError> {
+        let request = self.pending_device_request(user_code).await?;
+        let _ = self
+            .store
+            .update::<DeviceRequest, (), _>(&request.id, |mut r| {
+                r.denied = true;
+                Ok(r)
+            })
+            .await;
         Ok(())
     }
 

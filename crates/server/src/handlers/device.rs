@@ -117,6 +117,9 @@ pub async fn submit(State(s): State<AppState>, headers: HeaderMap, body: Bytes) 
 pub async fn callback(State(s): State<AppState>, RawQuery(q): RawQuery) -> Response {
     let params = parse_params(q.unwrap_or_default().as_bytes()).unwrap_or_default();
     if let Some(error) = params.get("error") {
+        if let Some(user_code) = params.get("state") {
+            let _ = s.provider.device_deny(user_code).await;
+        }
         let description = params.get("error_description").cloned().unwrap_or_default();
         return s.pages.error(
             StatusCode::FORBIDDEN,
@@ -125,7 +128,7 @@ pub async fn callback(State(s): State<AppState>, RawQuery(q): RawQuery) -> Respo
             None,
         );
     }
-    let (Some(code), Some(device_code)) = (params.get("code"), params.get("state")) else {
+    let (Some(code), Some(user_code)) = (params.get("code"), params.get("state")) else {
         return s.pages.error(
             StatusCode::BAD_REQUEST,
             "The device was not signed in",
@@ -133,7 +136,7 @@ pub async fn callback(State(s): State<AppState>, RawQuery(q): RawQuery) -> Respo
             None,
         );
     };
-    match s.provider.device_complete(code, device_code).await {
+    match s.provider.device_complete(code, user_code).await {
         Ok(()) => device_page(&s, StatusCode::OK, "", None, true),
         Err(e) => s.pages.error(
             StatusCode::BAD_REQUEST,
