@@ -11,6 +11,7 @@ mod manifests;
 mod model;
 mod net;
 mod password;
+mod providers;
 mod secret;
 
 pub use authenticator::{
@@ -22,4 +23,8 @@ pub use load::{format_rfc3339, load};
 pub use model::*;
 pub use net::{IpNet, resolve_client_ip};
 pub use password::{MAX_BCRYPT_COST, MIN_BCRYPT_COST, PasswordHash};
+pub use providers::{ConnectorKind, ConnectorSpec, LdapConnector, LdapGroups, OidcConnector};
+
+/// The connector id of the static users (`User` manifests).
+pub const LOCAL_CONNECTOR_ID: &str = "local";
 pub use secret::Secret;

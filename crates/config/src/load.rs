@@ -242,6 +242,7 @@ fn build(sources: Vec<PathBuf>, docs: Vec<Document>) -> Result<Config, ConfigErr
     let mut users = Vec::new();
     let mut groups = Vec::new();
     let mut clients = Vec::new();
+    let mut connectors = Vec::new();
 
     for doc in &docs {
         match doc.kind.as_str() {
@@ -286,6 +287,19 @@ fn build(sources: Vec<PathBuf>, docs: Vec<Document>) -> Result<Config, ConfigErr
             "User" => users.push(user(doc, &mut warnings)?),
             "Group" => groups.push(group(doc)?),
             "DexClient" => clients.push(client(doc)?),
+            "DexProvider" => {
+                if let Some(c) = crate::providers::dex_provider(doc, &mut warnings)? {
+                    if connectors
+                        .iter()
+                        .any(|x: &crate::ConnectorSpec| x.id == c.id)
+                    {
+                        return Err(
+                            doc.err("metadata.name", format!("a second DexProvider {:?}", c.id))
+                        );
+                    }
+                    connectors.push(c);
+                }
+            }
             "DexAuthenticator" => {
                 let a = crate::authenticator::dex_authenticator(doc, &mut warnings)?;
                 clients.push((doc, a.client_spec()));
@@ -404,6 +418,7 @@ fn build(sources: Vec<PathBuf>, docs: Vec<Document>) -> Result<Config, ConfigErr
         provider,
         users,
         clients,
+        connectors,
         warnings,
     })
 }

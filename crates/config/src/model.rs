@@ -12,6 +12,8 @@ pub struct Config {
     pub provider: ProviderSettings,
     pub users: Vec<StaticUser>,
     pub clients: Vec<ClientSpec>,
+    /// Upstream identity providers (`DexProvider`), in manifest order.
+    pub connectors: Vec<crate::ConnectorSpec>,
     /// Non-fatal findings (settings with no effect here, dangling group members...).
     pub warnings: Vec<String>,
 }

@@ -134,6 +134,7 @@ fn family(now: i64) -> RefreshToken {
             email_verified: true,
             groups: vec!["devs".into(), "everyone".into()],
         },
+        connector_data: None,
         created_at: now,
         last_used: now,
         expires_at: now + IDLE,

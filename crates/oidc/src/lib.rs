@@ -6,6 +6,7 @@ pub mod accounts;
 mod claims;
 mod clients;
 mod clock;
+mod connector;
 mod discovery;
 mod error;
 mod jose;
@@ -21,13 +22,14 @@ mod users;
 pub use claims::{Audience, IdTokenClaims};
 pub use clients::{Client, ClientAuth, ClientRegistry, KUBERNETES_CLIENT_ID};
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use connector::{Connector, ConnectorError, Upstream};
 pub use error::{ErrorCode, OAuthError, ProviderError};
 pub use keys::KeyManager;
 pub use limits::IpLimiter;
 pub use metrics::{Counter, Metrics};
 pub use provider::{
-    AuthorizeError, AuthorizeParams, DeviceAuthorization, LoginOutcome, Provider, SessionInfo,
-    TokenRequest, TokenResponse, normalize_user_code, sessions,
+    AuthorizeError, AuthorizeParams, ConnectorInfo, DeviceAuthorization, LoginOutcome, Provider,
+    SessionInfo, TokenRequest, TokenResponse, normalize_user_code, sessions,
 };
 pub use random::random_id;
 

@@ -85,7 +85,15 @@ pub async fn build_provider(config: &Config, clock: Arc<dyn Clock>) -> Result<Bu
     })
     .await
     .map_err(|e| BuildError::Unsupported(e.to_string()))?;
-    let provider = Provider::new(settings, store, keys, clients, users, clock);
+    let connectors = config
+        .connectors
+        .iter()
+        .map(|c| {
+            keygate_connectors::build(c)
+                .map_err(|e| BuildError::Unsupported(format!("DexProvider {}: {e}", c.id)))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let provider = Provider::new(settings, store, keys, clients, users, clock, connectors);
     Ok(Built {
         provider,
         generated_secrets,

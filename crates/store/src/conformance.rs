@@ -27,6 +27,7 @@ fn refresh(id: &str, user: &str, expires_at: i64) -> RefreshToken {
         scopes: vec!["openid".into(), "offline_access".into()],
         nonce: None,
         identity: identity(user),
+        connector_data: None,
         created_at: 100,
         last_used: 100,
         expires_at,
@@ -46,6 +47,7 @@ fn code(id: &str, expires_at: i64) -> AuthCode {
         identity: identity("jane"),
         auth_time: 100,
         expires_at,
+        connector_data: None,
         redeemed: false,
         refresh_token_id: None,
     }

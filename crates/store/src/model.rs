@@ -65,6 +65,9 @@ pub struct AuthCode {
     pub identity: Identity,
     pub auth_time: i64,
     pub expires_at: i64,
+    /// What the connector keeps for refreshes (e.g. the upstream refresh token).
+    #[serde(default)]
+    pub connector_data: Option<String>,
     #[serde(default)]
     pub redeemed: bool,
     /// The refresh token issued when the code was redeemed, if any.
@@ -96,6 +99,10 @@ pub struct RefreshToken {
     #[serde(default)]
     pub nonce: Option<String>,
     pub identity: Identity,
+    /// What the connector keeps for refreshes (e.g. the upstream refresh token), updated when the
+    /// family rotates.
+    #[serde(default)]
+    pub connector_data: Option<String>,
     pub created_at: i64,
     pub last_used: i64,
     /// When garbage collection may delete it: the earliest of the idle and absolute expiries.

@@ -175,6 +175,7 @@ impl Provider {
         };
         let request = self.auth_request(request_id).await?.ok_or_else(expired)?;
         let connector = request.connector_id.clone();
+        let raw_login = login;
         let login: String = login.trim().to_lowercase().chars().take(256).collect();
         let now = self.now();
         let audit = |result: &str| {
@@ -200,10 +201,14 @@ impl Provider {
             });
         }
 
-        let state_id = self
-            .users
-            .lookup(&login)
-            .map(|u| UserState::id_for(&connector, &u.name));
+        let local = connector == crate::LOCAL_CONNECTOR;
+        let state_id = if local {
+            self.users
+                .lookup(&login)
+                .map(|u| UserState::id_for(&connector, &u.name))
+        } else {
+            None
+        };
         let locked = match &state_id {
             Some(id) => self
                 .store
@@ -212,28 +217,52 @@ impl Provider {
                 .is_some_and(|s| s.locked_at(now)),
             None => false,
         };
-        let checked = if password.len() > 1024 {
-            LoginResult::Invalid
+        let checked: Option<crate::Upstream> = if password.len() > 1024 {
+            None
+        } else if local {
+            match self.users.check_password(&login, password, now).await {
+                LoginResult::Ok(identity) => Some((identity, None)),
+                LoginResult::Invalid => None,
+            }
         } else {
-            self.users.check_password(&login, password, now).await
+            let upstream = self.connector(&connector).ok_or_else(|| {
+                OAuthError::invalid_request("This sign-in method no longer exists.")
+            })?;
+            match upstream.login_password(raw_login.trim(), password).await {
+                Ok(result) => result,
+                Err(crate::ConnectorError::Refused(_)) => None,
+                Err(crate::ConnectorError::Unavailable(reason)) => {
+                    // Not the user's fault: the attempt does not count.
+                    self.store.give_back(&bucket, now, bf.refill_every).await?;
+                    tracing::warn!(connector = %connector, reason, "password connector unavailable");
+                    audit("unavailable");
+                    return Err(OAuthError::new(
+                        ErrorCode::TemporarilyUnavailable,
+                        format!(
+                            "{} cannot be reached right now. Try again in a moment.",
+                            upstream.display_name()
+                        ),
+                    ));
+                }
+            }
         };
         match checked {
-            LoginResult::Ok(identity) if !locked => {
+            Some((identity, data)) if !locked => {
                 self.store.give_back(&bucket, now, bf.refill_every).await?;
                 if let Some(id) = &state_id {
                     crate::accounts::record_success(&self.store, id).await?;
                 }
                 audit("ok");
                 self.metrics.logins_ok.inc();
-                self.finish_login(request, identity).await
+                self.finish_login(request, identity, data).await
             }
-            LoginResult::Ok(_) => {
+            Some(_) => {
                 // Same answer as a wrong password: the lock must not confirm the password.
                 audit("locked");
                 self.metrics.logins_locked.inc();
                 Ok(LoginOutcome::InvalidCredentials)
             }
-            LoginResult::Invalid => {
+            None => {
                 if let Some(ip) = client_ip {
                     self.ip_limiter.record_failure(ip, now);
                 }
@@ -269,6 +298,7 @@ impl Provider {
         &self,
         request: AuthRequest,
         mut identity: Identity,
+        connector_data: Option<String>,
     ) -> Result<LoginOutcome, OAuthError> {
         let client = self
             .clients
@@ -306,6 +336,7 @@ impl Provider {
             code_challenge_method: request.code_challenge_method,
             connector_id: request.connector_id,
             identity,
+            connector_data,
             auth_time: now,
             expires_at: now + self.settings.auth_code_ttl,
             redeemed: false,

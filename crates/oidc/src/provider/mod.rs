@@ -6,9 +6,11 @@ mod device;
 mod introspect;
 mod refresh;
 mod token;
+mod upstream;
 
 pub use device::{DeviceAuthorization, normalize_user_code};
 pub use refresh::{SessionInfo, sessions};
+pub use upstream::ConnectorInfo;
 
 use std::sync::Arc;
 
@@ -96,6 +98,7 @@ pub struct Provider {
     discovery: Arc<[u8]>,
     metrics: crate::Metrics,
     ip_limiter: crate::IpLimiter,
+    connectors: Vec<Arc<dyn crate::Connector>>,
 }
 
 fn append_query(uri: &str, params: &[(&str, &str)]) -> String {
@@ -129,6 +132,7 @@ impl Provider {
         clients: ClientRegistry,
         users: UserDirectory,
         clock: Arc<dyn Clock>,
+        connectors: Vec<Arc<dyn crate::Connector>>,
     ) -> Self {
         let discovery = discovery::document(&settings.issuer, keys.algorithm()).into();
         let settings_bf = settings.brute_force.clone();
@@ -141,6 +145,7 @@ impl Provider {
             clock,
             discovery,
             metrics: crate::Metrics::default(),
+            connectors,
             ip_limiter: crate::IpLimiter::new(
                 settings_bf.per_ip_attempts,
                 settings_bf.per_ip_refill_every,

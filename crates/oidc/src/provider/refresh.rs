@@ -67,6 +67,7 @@ impl Provider {
             scopes: code.scopes.clone(),
             nonce: code.nonce.clone(),
             identity: code.identity.clone(),
+            connector_data: code.connector_data.clone(),
             created_at: now,
             last_used: now,
             expires_at: 0,
@@ -196,15 +197,17 @@ impl Provider {
             // The winner, and only it, refreshes the user upstream.
             self.metrics.refresh_rotations.inc();
             self.metrics.upstream_refreshes.inc();
-            let identity = match self.refreshed_identity(client, &next, now).await {
-                Ok(identity) => identity,
-                Err(e) => {
+            let (identity, data) = match self.refreshed_identity(client, &next, now).await {
+                Ok(v) => v,
+                Err(e) if e.code == ErrorCode::InvalidGrant => {
                     self.store.delete::<RefreshToken>(&next.id).await?;
                     tracing::info!(user = %next.identity.email, client = %next.client_id, reason = %e.description, "refresh refused; session revoked");
                     return Err(e);
                 }
+                // The upstream provider is unreachable: the family stays, the client may retry.
+                Err(e) => return Err(e),
             };
-            if identity != next.identity {
+            if identity != next.identity || data != next.connector_data {
                 // Store the refreshed claims for the callers that reuse this rotation; if the
                 // family rotated again meanwhile, that newer rotation has them already.
                 let current = next.token.clone();
@@ -216,6 +219,7 @@ impl Provider {
                             return Err(());
                         }
                         t.identity = fresh.clone();
+                        t.connector_data = data.clone();
                         Ok(t)
                     })
                     .await;
@@ -262,14 +266,40 @@ impl Provider {
         client: &Client,
         stored: &RefreshToken,
         now: i64,
-    ) -> Result<Identity, OAuthError> {
+    ) -> Result<crate::Upstream, OAuthError> {
         let gone = || OAuthError::invalid_grant("The user no longer exists or has expired.");
-        let mut identity = match stored.connector_id.as_str() {
-            crate::LOCAL_CONNECTOR => self
-                .users
-                .current(&stored.identity.user_id, now)
-                .ok_or_else(gone)?,
-            _ => return Err(gone()),
+        let (mut identity, data) = match stored.connector_id.as_str() {
+            crate::LOCAL_CONNECTOR => (
+                self.users
+                    .current(&stored.identity.user_id, now)
+                    .ok_or_else(gone)?,
+                None,
+            ),
+            other => {
+                let connector = self.connector(other).ok_or_else(|| {
+                    OAuthError::invalid_grant(
+                        "The sign-in method of this session no longer exists.",
+                    )
+                })?;
+                connector
+                    .refresh(&stored.identity, stored.connector_data.as_deref())
+                    .await
+                    .map_err(|e| match e {
+                        crate::ConnectorError::Refused(reason) => OAuthError::invalid_grant(
+                            format!("{} refused the refresh: {reason}", connector.display_name()),
+                        ),
+                        crate::ConnectorError::Unavailable(reason) => {
+                            tracing::warn!(connector = other, reason, "upstream refresh failed");
+                            OAuthError::new(
+                                ErrorCode::TemporarilyUnavailable,
+                                format!(
+                                    "{} cannot be reached right now.",
+                                    connector.display_name()
+                                ),
+                            )
+                        }
+                    })?
+            }
         };
         let state_id =
             keygate_store::model::UserState::id_for(&stored.connector_id, &identity.user_id);
@@ -290,7 +320,7 @@ impl Provider {
             .ok_or_else(|| {
                 OAuthError::invalid_grant("The user is no longer allowed to use this client.")
             })?;
-        Ok(identity)
+        Ok((identity, data))
     }
 
     /// RFC 7009: revokes the whole family of a refresh token presented by its own client. Unknown

@@ -6,9 +6,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
-use keygate_oidc::{
-    AuthorizeError, AuthorizeParams, ErrorCode, LOCAL_CONNECTOR, LoginOutcome, OAuthError,
-};
+use keygate_oidc::{AuthorizeError, AuthorizeParams, ErrorCode, LoginOutcome, OAuthError};
 use minijinja::context;
 
 use crate::AppState;
@@ -55,15 +53,6 @@ fn authorize_error(s: &AppState, err: AuthorizeError) -> Response {
     }
 }
 
-/// The connectors offered at `/auth`: `(id, display name, type)`.
-fn connectors(s: &AppState) -> Vec<(&'static str, &'static str, &'static str)> {
-    let mut list = Vec::new();
-    if s.provider.has_local_users() {
-        list.push((LOCAL_CONNECTOR, "Email", "local"));
-    }
-    list
-}
-
 fn parse_strict(raw: &[u8]) -> Result<HashMap<String, String>, OAuthError> {
     parse_params(raw).map_err(|name| {
         OAuthError::invalid_request(format!("The parameter {name:?} appears more than once."))
@@ -91,24 +80,22 @@ fn begin(s: &AppState, raw: &[u8], query: &str) -> Response {
         Ok(v) => v,
         Err(e) => return authorize_error(s, e),
     };
-    let list = connectors(s);
+    let list = s.provider.connector_infos();
+    let auth_url = |id: &str| format!("{}?{query}", s.provider.endpoint(&format!("auth/{id}")));
     match list.as_slice() {
         [] => s.pages.error(
             StatusCode::SERVICE_UNAVAILABLE,
             "No sign-in method is configured",
             "This provider has no users or identity providers yet.",
-            Some("Add a User manifest or an identity provider to the configuration."),
+            Some("Add a User manifest or a DexProvider to the configuration."),
         ),
-        [(id, _, _)] => found(&format!(
-            "{}?{query}",
-            s.provider.endpoint(&format!("auth/{id}"))
-        )),
+        [only] => found(&auth_url(&only.id)),
         many => {
             let items: Vec<_> = many
                 .iter()
-                .map(|(id, name, kind)| {
-                    context! { name => *name, type => *kind, url => format!("{}?{query}", s.provider.endpoint(&format!("auth/{id}"))) }
-                })
+                .map(
+                    |c| context! { name => c.name.clone(), type => c.kind, url => auth_url(&c.id) },
+                )
                 .collect();
             s.pages.render(
                 StatusCode::OK,
@@ -124,21 +111,71 @@ pub async fn connector(
     Path(connector): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Response {
-    if !connectors(&s).iter().any(|(id, _, _)| *id == connector) {
+    let Some(info) = s
+        .provider
+        .connector_infos()
+        .into_iter()
+        .find(|c| c.id == connector)
+    else {
         return s.pages.error(
             StatusCode::NOT_FOUND,
             "Unknown sign-in method",
             "This sign-in method does not exist.",
             None,
         );
-    }
+    };
     let map = match parse_strict(q.unwrap_or_default().as_bytes()) {
         Ok(m) => m,
         Err(e) => return error_page(&s, &e),
     };
-    match s.provider.authorize(&params(&map), &connector).await {
-        Ok(request) => found(&login_url(&s, &connector, &request.id)),
-        Err(e) => authorize_error(&s, e),
+    let request = match s.provider.authorize(&params(&map), &connector).await {
+        Ok(r) => r,
+        Err(e) => return authorize_error(&s, e),
+    };
+    if info.password_prompt.is_some() {
+        return found(&login_url(&s, &connector, &request.id));
+    }
+    // A redirect connector: off to the upstream provider; it comes back to /callback.
+    match s.provider.upstream_login_url(&request).await {
+        Ok(url) => found(&url),
+        Err(e) => upstream_page(&s, &e),
+    }
+}
+
+/// `/callback`: an upstream provider's answer.
+pub async fn callback(State(s): State<AppState>, RawQuery(q): RawQuery) -> Response {
+    let params = match parse_strict(q.unwrap_or_default().as_bytes()) {
+        Ok(m) => m,
+        Err(e) => return error_page(&s, &e),
+    };
+    match s.provider.upstream_callback(&params).await {
+        Ok(LoginOutcome::Redirect(url)) => see_other(&url),
+        Ok(_) => s.pages.error(
+            StatusCode::BAD_REQUEST,
+            "Sign-in failed",
+            "The identity provider's answer was not usable.",
+            None,
+        ),
+        Err(e) => upstream_page(&s, &e),
+    }
+}
+
+/// Upstream refusals and outages as pages: never a 500 for a provider's failure.
+fn upstream_page(s: &AppState, e: &OAuthError) -> Response {
+    match e.code {
+        ErrorCode::TemporarilyUnavailable => s.pages.error(
+            StatusCode::BAD_GATEWAY,
+            "The identity provider is unavailable",
+            &e.description,
+            Some("Try again in a moment, or choose another sign-in method."),
+        ),
+        ErrorCode::AccessDenied => s.pages.error(
+            StatusCode::FORBIDDEN,
+            "Sign-in refused",
+            &e.description,
+            None,
+        ),
+        _ => error_page(s, e),
     }
 }
 
@@ -176,12 +213,14 @@ fn render_form(
     login: &str,
     error: Option<&str>,
 ) -> Response {
+    let infos = s.provider.connector_infos();
+    let info = infos.iter().find(|c| c.id == connector);
     s.pages.render(
         status,
         "login.html",
         context! {
-            connector_name => "Email",
-            username_prompt => "Email address",
+            connector_name => info.map_or("Email", |c| c.name.as_str()),
+            username_prompt => info.and_then(|c| c.password_prompt.as_deref()).unwrap_or("Username"),
             post_url => login_url(s, connector, id),
             login_value => login,
             client_name,
@@ -289,6 +328,6 @@ pub async fn login_submit(
                 Some("Invalid email address or password."),
             )
         }
-        Err(e) => error_page(&s, &e),
+        Err(e) => upstream_page(&s, &e),
     }
 }

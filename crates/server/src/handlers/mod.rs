@@ -35,6 +35,7 @@ pub fn router(state: AppState) -> Router {
             "/auth/{connector}/login",
             get(authorize::login_form).post(authorize::login_submit),
         )
+        .route("/callback", get(authorize::callback))
         .route("/token", post(token::token))
         .route("/token/introspect", post(token::introspect))
         .route("/token/revoke", post(token::revoke))
