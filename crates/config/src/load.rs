@@ -585,11 +585,7 @@ fn provider(
                     .at(&doc.at)
                 })?
                 .ok_or_else(|| doc.err("spec.storage.url", "is required for postgres storage"))?;
-                let _ = url;
-                return Err(doc.err(
-                    "spec.storage.type",
-                    "PostgreSQL storage is not available in this version yet: use sqlite or memory",
-                ));
+                StorageConfig::Postgres { url }
             }
             other => {
                 return Err(doc.err(

@@ -253,8 +253,27 @@ spec:
 }
 
 #[test]
-fn postgres_is_refused_until_it_exists() {
-    let text = "apiVersion: keygate.io/v1alpha1\nkind: KeygateConfig\nspec:\n  issuer: http://127.0.0.1:5556/\n  storage: {type: postgres, url: postgres://x}\n";
-    let err = load(&write("pg", text)).unwrap_err();
-    assert_eq!(err.field.as_deref(), Some("spec.storage.type"));
+fn postgres_url_from_a_file() {
+    let dir = std::env::temp_dir().join(format!("keygate-config-{}-pgurl", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("url"),
+        "postgres://keygate:s3cret@db:5432/keygate\n",
+    )
+    .unwrap();
+    let text = format!(
+        "apiVersion: keygate.io/v1alpha1\nkind: KeygateConfig\nspec:\n  issuer: http://127.0.0.1:5556/\n  storage: {{type: postgres, urlFile: {}}}\n",
+        dir.join("url").display()
+    );
+    let cfg = load(&write("pg", &text)).unwrap();
+    match &cfg.provider.storage {
+        StorageConfig::Postgres { url } => {
+            assert!(url.matches("postgres://keygate:s3cret@db:5432/keygate"))
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        !format!("{cfg:?}").contains("s3cret"),
+        "the URL holds a password: never in Debug"
+    );
 }

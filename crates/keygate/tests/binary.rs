@@ -832,3 +832,113 @@ async fn generated_client_secret_is_shown_and_works() {
     assert!(String::from_utf8_lossy(&listed.stdout).contains("dex-client-nosecret@web"));
     server.stop();
 }
+
+/// Two replicas on one PostgreSQL: a session made on one refreshes on the other, login limits
+/// are shared, and when one replica is SIGKILLed the other carries on with every session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_on_postgresql() {
+    let pg = keygate_store::testing::Postgres::start();
+    let dir = temp_dir("pg-replicas");
+    let mut webs = Vec::new();
+    let mut servers = Vec::new();
+    for name in ["a", "b"] {
+        let sub = dir.join(name);
+        std::fs::create_dir_all(&sub).unwrap();
+        let port = free_port();
+        let path = sub.join("keygate.yaml");
+        std::fs::write(
+            &path,
+            format!(
+                "apiVersion: keygate.io/v1alpha1\nkind: KeygateConfig\nspec:\n  issuer: http://127.0.0.1:{port}/\n  listen: 127.0.0.1:{port}\n  storage: {{type: postgres, url: \"{}\"}}\n  refreshTokens: {{reuseInterval: 0s}}\n  bruteForce: {{attempts: 4}}\n{}",
+                pg.url("postgres"),
+                fixture_manifests()
+            ),
+        )
+        .unwrap();
+        let web = Http {
+            issuer: format!("http://127.0.0.1:{port}/"),
+            http: http_client(),
+        };
+        servers.push(start(&path, &web.url("healthz"), &web.http).await);
+        webs.push(web);
+    }
+    assert_eq!(
+        webs[1]
+            .http
+            .get(webs[1].url("readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    // Both replicas publish the same keys (one created them, the other loaded them).
+    let keys = |w: &Http| {
+        let (http, url) = (w.http.clone(), w.url("keys"));
+        async move { http.get(url).send().await.unwrap().text().await.unwrap() }
+    };
+    assert_eq!(keys(&webs[0]).await, keys(&webs[1]).await);
+
+    let mut tokens = Vec::new();
+    for _ in 0..5 {
+        tokens.push(
+            webs[0].app_tokens("openid email offline_access").await["refresh_token"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    let refresh = |w: &Http, t: &str| {
+        let (w, t) = (
+            Http {
+                issuer: w.issuer.clone(),
+                http: w.http.clone(),
+            },
+            t.to_owned(),
+        );
+        async move {
+            w.token(
+                Some((APP, "app-secret")),
+                &[("grant_type", "refresh_token"), ("refresh_token", &t)],
+            )
+            .await
+        }
+    };
+    for t in tokens.iter_mut() {
+        let (s, body) = refresh(&webs[1], t).await;
+        assert_eq!(
+            s, 200,
+            "a session from replica a refreshes on replica b: {body}"
+        );
+        *t = body["refresh_token"].as_str().unwrap().to_owned();
+    }
+    // Login limits are counted together: 2 failures on each, then both refuse.
+    let forms = [form_url(&webs[0]).await, form_url(&webs[1]).await];
+    for _ in 0..2 {
+        for (w, f) in webs.iter().zip(&forms) {
+            assert_eq!(
+                post_login(w, f, "john@example.com", "wrong").await.status(),
+                401
+            );
+        }
+    }
+    for (w, f) in webs.iter().zip(&forms) {
+        assert_eq!(
+            post_login(w, f, "john@example.com", "password")
+                .await
+                .status(),
+            429
+        );
+    }
+    // Replica a dies hard; b serves every session.
+    let mut a = servers.remove(0);
+    a.child.kill().unwrap();
+    a.child.wait().unwrap();
+    for t in &tokens {
+        let (s, body) = refresh(&webs[1], t).await;
+        assert_eq!(s, 200, "{body}");
+    }
+    for s in servers {
+        s.stop();
+    }
+}

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use keygate_config::{Config, StorageConfig};
 use keygate_oidc::{Client, ClientRegistry, Clock, KeyManager, Provider, UserDirectory};
-use keygate_store::{MemoryBackend, SqliteBackend, Store, StoreError};
+use keygate_store::{MemoryBackend, PostgresBackend, SqliteBackend, Store, StoreError};
 
 /// The id of the built-in client behind the `/demo` page.
 pub const DEMO_CLIENT_ID: &str = "keygate-demo";
@@ -40,11 +40,8 @@ pub async fn open_store(storage: &StorageConfig, create: bool) -> Result<Store, 
             };
             Store::new(Arc::new(backend))
         }
-        StorageConfig::Postgres { .. } => {
-            return Err(BuildError::Unsupported(
-                "PostgreSQL storage is not available in this version yet; use sqlite or memory"
-                    .into(),
-            ));
+        StorageConfig::Postgres { url } => {
+            Store::new(Arc::new(PostgresBackend::open(url.expose()).await?))
         }
     })
 }

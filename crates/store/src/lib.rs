@@ -7,13 +7,16 @@ mod backend;
 mod error;
 mod memory;
 pub mod model;
+mod postgres;
 mod sqlite;
 mod typed;
 
 pub mod conformance;
+pub mod testing;
 
 pub use backend::{Backend, Kind, Record, Take, Versioned};
 pub use error::StoreError;
 pub use memory::MemoryBackend;
+pub use postgres::PostgresBackend;
 pub use sqlite::SqliteBackend;
 pub use typed::{Object, Store, UpdateError};
