@@ -930,6 +930,60 @@ async fn two_replicas_on_postgresql() {
             429
         );
     }
+    // The database goes away: clean 503s (never a 500), and service comes back on its own.
+    pg.stop();
+    let (s, body) = refresh(&webs[1], &tokens[0]).await;
+    assert_eq!(
+        (s, body["error"].as_str()),
+        (503, Some("temporarily_unavailable")),
+        "{body}"
+    );
+    assert_eq!(
+        webs[1]
+            .http
+            .get(webs[1].url("readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        503
+    );
+    assert_eq!(
+        webs[1]
+            .http
+            .get(webs[1].url("healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200,
+        "liveness does not depend on the database"
+    );
+    pg.restart();
+    let mut back = false;
+    for _ in 0..50 {
+        if webs[1]
+            .http
+            .get(webs[1].url("readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == 200
+        {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        back,
+        "ready again after the database restarts, without restarting keygate"
+    );
+    let (s, body) = refresh(&webs[1], &tokens[0]).await;
+    assert_eq!(s, 200, "{body}");
+    tokens[0] = body["refresh_token"].as_str().unwrap().to_owned();
+
     // Replica a dies hard; b serves every session.
     let mut a = servers.remove(0);
     a.child.kill().unwrap();

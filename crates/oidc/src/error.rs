@@ -111,8 +111,20 @@ pub enum ProviderError {
 
 impl From<ProviderError> for OAuthError {
     fn from(e: ProviderError) -> Self {
-        tracing::error!(error = %e, "internal error");
-        OAuthError::server_error()
+        match e {
+            // The database is down or unreachable: a 503 the client may retry, not a 500.
+            ProviderError::Store(StoreError::Backend(reason)) => {
+                tracing::error!(error = %reason, "storage unavailable");
+                OAuthError::new(
+                    ErrorCode::TemporarilyUnavailable,
+                    "The service is temporarily unavailable; try again in a moment.",
+                )
+            }
+            e => {
+                tracing::error!(error = %e, "internal error");
+                OAuthError::server_error()
+            }
+        }
     }
 }
 

@@ -81,6 +81,29 @@ impl Postgres {
         Self { bin, data, port }
     }
 
+    /// Stops the server (fast shutdown), keeping its data.
+    pub fn stop(&self) {
+        as_postgres(&format!(
+            "{}/pg_ctl -D {}/db -m fast -w stop",
+            self.bin.display(),
+            self.data.display()
+        ));
+    }
+
+    /// Starts it again on the same port.
+    #[allow(clippy::panic)]
+    pub fn restart(&self) {
+        let out = as_postgres(&format!(
+            "{}/pg_ctl -D {d}/db -l {d}/log -o \"-c listen_addresses=127.0.0.1 -p {} -k {d} -c fsync=off\" -w start",
+            self.bin.display(),
+            self.port,
+            d = self.data.display()
+        ));
+        if !out.status.success() {
+            panic!("pg_ctl start: {}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+
     /// The URL of database `db` (empty: the server's root, to append a name to).
     pub fn url(&self, db: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)

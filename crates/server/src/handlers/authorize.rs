@@ -30,6 +30,14 @@ fn params(map: &HashMap<String, String>) -> AuthorizeParams {
 
 /// An OAuth error shown as a page (never a redirect to an untrusted URI).
 fn error_page(s: &AppState, err: &OAuthError) -> Response {
+    if err.code == ErrorCode::TemporarilyUnavailable {
+        return s.pages.error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Temporarily unavailable",
+            &err.description,
+            Some("Try again in a moment."),
+        );
+    }
     if err.code == ErrorCode::ServerError {
         return s.pages.error(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -164,8 +172,8 @@ pub async fn callback(State(s): State<AppState>, RawQuery(q): RawQuery) -> Respo
 fn upstream_page(s: &AppState, e: &OAuthError) -> Response {
     match e.code {
         ErrorCode::TemporarilyUnavailable => s.pages.error(
-            StatusCode::BAD_GATEWAY,
-            "The identity provider is unavailable",
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Temporarily unavailable",
             &e.description,
             Some("Try again in a moment, or choose another sign-in method."),
         ),
