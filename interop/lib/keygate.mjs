@@ -372,16 +372,16 @@ class CookieJar {
  * credentials), with a 4xx/5xx, or when no way forward is found.
  *
  * `redirectUri` names the callback to stop at when authUrl does not carry one (the device flow
- * starts at `<issuer>auth/local/login?state=...`).
+ * starts at `<issuer>auth/local/login?state=...`). `trace`: an array that receives one line per
+ * request (`METHOD url -> status [Location: ...]`), also on success.
  */
-export async function loginViaForm(authUrl, login, password, { maxSteps = 20, redirectUri } = {}) {
+export async function loginViaForm(authUrl, login, password, { maxSteps = 20, redirectUri, trace = [] } = {}) {
   const auth = new URL(authUrl);
   redirectUri ??= auth.searchParams.get('redirect_uri');
   if (!redirectUri) throw new Error('loginViaForm: authUrl has no redirect_uri (pass one)');
   const target = new URL(redirectUri);
   const isCallback = (u) => u.origin === target.origin && u.pathname === target.pathname;
   const jar = new CookieJar();
-  const trace = [];
   let url = auth;
   let method = 'GET';
   let body;

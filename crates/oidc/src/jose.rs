@@ -147,7 +147,22 @@ pub(crate) fn verify(token: &str, jwks: &[Value]) -> Option<Vec<u8>> {
     let jwk = jwks
         .iter()
         .find(|k| k.get("kid").and_then(Value::as_str) == Some(kid))?;
-    if jwk.get("alg").and_then(Value::as_str) != Some(alg) {
+    // `alg` is optional in a JWK (RFC 7517); when present it must match the token's, and the key
+    // type must suit the algorithm either way.
+    if jwk
+        .get("alg")
+        .and_then(Value::as_str)
+        .is_some_and(|a| a != alg)
+    {
+        return None;
+    }
+    let kty = jwk.get("kty").and_then(Value::as_str);
+    let suits = match alg {
+        "RS256" => kty == Some("RSA"),
+        "ES256" => kty == Some("EC") && jwk.get("crv").and_then(Value::as_str) == Some("P-256"),
+        _ => false,
+    };
+    if !suits {
         return None;
     }
     let sig = URL_SAFE_NO_PAD.decode(s).ok()?;
@@ -214,6 +229,10 @@ mod tests {
             parts[1] = b64(br#"{"sub":"y"}"#);
             assert!(verify(&parts.join("."), std::slice::from_ref(&jwk)).is_none());
             assert!(verify(&token, &[]).is_none());
+            // Keys without `alg` (optional in RFC 7517) verify by their type.
+            let mut bare = jwk.clone();
+            bare.as_object_mut().unwrap().remove("alg");
+            assert!(verify(&token, std::slice::from_ref(&bare)).is_some());
             let (other, _) = Signer::generate(alg).unwrap();
             assert!(verify(&token, &[other.public_jwk("k1")]).is_none());
         }

@@ -204,8 +204,13 @@ impl Provider {
                     tracing::info!(user = %next.identity.email, client = %next.client_id, reason = %e.description, "refresh refused; session revoked");
                     return Err(e);
                 }
-                // The upstream provider is unreachable: the family stays, the client may retry.
-                Err(e) => return Err(e),
+                // The upstream provider is unreachable: undo our rotation so the token the client
+                // holds stays current and it can simply retry. If the family moved on meanwhile,
+                // the newer state wins.
+                Err(e) => {
+                    let _ = self.store.compare_and_swap(version + 1, &stored).await;
+                    return Err(e);
+                }
             };
             if identity != next.identity || data != next.connector_data {
                 // Store the refreshed claims for the callers that reuse this rotation; if the
