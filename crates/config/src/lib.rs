@@ -23,7 +23,10 @@ pub use load::{format_rfc3339, load};
 pub use model::*;
 pub use net::{IpNet, resolve_client_ip};
 pub use password::{MAX_BCRYPT_COST, MIN_BCRYPT_COST, PasswordHash};
-pub use providers::{ConnectorKind, ConnectorSpec, LdapConnector, LdapGroups, OidcConnector};
+pub use providers::{
+    BitbucketConnector, ConnectorKind, ConnectorSpec, CrowdConnector, GithubConnector,
+    GitlabConnector, LdapConnector, LdapGroups, OidcConnector,
+};
 
 /// The connector id of the static users (`User` manifests).
 pub const LOCAL_CONNECTOR_ID: &str = "local";

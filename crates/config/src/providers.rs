@@ -20,13 +20,107 @@ struct DexProviderSpec {
     #[serde(default)]
     oidc: Option<OidcSpec>,
     #[serde(default)]
-    github: Option<Value>,
+    github: Option<GithubSpec>,
     #[serde(default)]
-    gitlab: Option<Value>,
+    gitlab: Option<GitlabSpec>,
     #[serde(default)]
-    bitbucket_cloud: Option<Value>,
+    bitbucket_cloud: Option<BitbucketSpec>,
     #[serde(default)]
-    crowd: Option<Value>,
+    crowd: Option<CrowdSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct GithubSpec {
+    #[serde(rename = "clientID")]
+    client_id: String,
+    #[serde(default)]
+    client_secret: Option<String>,
+    #[serde(default)]
+    client_secret_from_env: Option<String>,
+    #[serde(default)]
+    client_secret_file: Option<String>,
+    #[serde(default)]
+    team_name_field: Option<String>,
+    #[serde(default)]
+    use_login_as_id: bool,
+    #[serde(default)]
+    orgs: Vec<GithubOrg>,
+    /// Keygate extension: GitHub Enterprise (`https://github.example.com`); default github.com.
+    #[serde(default, rename = "baseURL")]
+    base_url: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct GithubOrg {
+    name: String,
+    #[serde(default)]
+    teams: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct GitlabSpec {
+    #[serde(rename = "clientID")]
+    client_id: String,
+    #[serde(default)]
+    client_secret: Option<String>,
+    #[serde(default)]
+    client_secret_from_env: Option<String>,
+    #[serde(default)]
+    client_secret_file: Option<String>,
+    #[serde(default, rename = "baseURL")]
+    base_url: Option<String>,
+    #[serde(default)]
+    groups: Vec<String>,
+    #[serde(default)]
+    use_login_as_id: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct BitbucketSpec {
+    #[serde(rename = "clientID")]
+    client_id: String,
+    #[serde(default)]
+    client_secret: Option<String>,
+    #[serde(default)]
+    client_secret_from_env: Option<String>,
+    #[serde(default)]
+    client_secret_file: Option<String>,
+    #[serde(default)]
+    teams: Vec<String>,
+    #[serde(default)]
+    include_team_groups: bool,
+    /// Keygate extension, for tests and proxies: defaults to https://bitbucket.org and
+    /// https://api.bitbucket.org.
+    #[serde(default, rename = "baseURL")]
+    base_url: Option<String>,
+    #[serde(default, rename = "apiURL")]
+    api_url: Option<String>,
+}
+
+#[allow(dead_code)]
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CrowdSpec {
+    #[serde(rename = "clientID")]
+    client_id: String,
+    #[serde(default)]
+    client_secret: Option<String>,
+    #[serde(default)]
+    client_secret_from_env: Option<String>,
+    #[serde(default)]
+    client_secret_file: Option<String>,
+    #[serde(rename = "baseURL")]
+    base_url: String,
+    #[serde(default)]
+    groups: Vec<String>,
+    #[serde(default)]
+    username_prompt: Option<String>,
+    #[serde(default)]
+    enable_basic_auth: Option<bool>,
 }
 
 #[allow(dead_code)]
@@ -200,6 +294,10 @@ pub struct OidcConnector {
 pub enum ConnectorKind {
     Ldap(LdapConnector),
     Oidc(OidcConnector),
+    Github(GithubConnector),
+    Gitlab(GitlabConnector),
+    Bitbucket(BitbucketConnector),
+    Crowd(CrowdConnector),
 }
 
 /// A `DexProvider`: the connector id is `metadata.name`.
@@ -227,7 +325,78 @@ fn root_ca(
     }
 }
 
-/// `None` when the type is not available in this version (reported as a warning).
+/// GitHub (or GitHub Enterprise) with organization and team membership as groups.
+#[derive(Debug, Clone)]
+pub struct GithubConnector {
+    pub client_id: String,
+    pub client_secret: Secret,
+    /// `Name`, `Slug` or `Both` (as `org:name` and `org:slug`).
+    pub team_name_field: String,
+    pub use_login_as_id: bool,
+    /// `(org, teams)`: users outside every org are refused; with teams, only those teams count.
+    pub orgs: Vec<(String, Vec<String>)>,
+    /// Where the OAuth pages live (`https://github.com`) and the API (`https://api.github.com`).
+    pub web_url: String,
+    pub api_url: String,
+}
+
+/// GitLab (gitlab.com or self-hosted): groups from the OIDC userinfo of GitLab.
+#[derive(Debug, Clone)]
+pub struct GitlabConnector {
+    pub client_id: String,
+    pub client_secret: Secret,
+    pub base_url: String,
+    /// Users in none of these groups are refused (empty: all users).
+    pub groups: Vec<String>,
+    pub use_login_as_id: bool,
+}
+
+/// Bitbucket Cloud, with workspaces as teams and, with `includeTeamGroups`, the workspace
+/// permission groups as `team/group` (Flant's groups extension).
+#[derive(Debug, Clone)]
+pub struct BitbucketConnector {
+    pub client_id: String,
+    pub client_secret: Secret,
+    pub teams: Vec<String>,
+    pub include_team_groups: bool,
+    pub web_url: String,
+    pub api_url: String,
+}
+
+/// Atlassian Crowd: a password connector (the application name and password authenticate us).
+#[derive(Debug, Clone)]
+pub struct CrowdConnector {
+    pub app_name: String,
+    pub app_password: Secret,
+    pub base_url: String,
+    pub groups: Vec<String>,
+    pub username_prompt: String,
+}
+
+fn client_secret(
+    doc: &Document,
+    block: &str,
+    inline: &Option<String>,
+    env: &Option<String>,
+    file: &Option<String>,
+) -> Result<Secret, ConfigError> {
+    secret::resolve(
+        "clientSecret",
+        inline.as_deref(),
+        env.as_deref(),
+        file.as_deref(),
+    )
+    .map_err(|e| {
+        ConfigError {
+            field: e.field.map(|f| format!("spec.{block}.{f}")),
+            ..e
+        }
+        .at(&doc.at)
+    })?
+    .ok_or_else(|| doc.err(&format!("spec.{block}.clientSecret"), "is required"))
+}
+
+/// `None` when the provider is disabled.
 pub(crate) fn dex_provider(
     doc: &Document,
     warnings: &mut Vec<String>,
@@ -341,12 +510,113 @@ pub(crate) fn dex_provider(
                 basic_auth_unsupported: o.basic_auth_unsupported,
             })
         }
-        "Github" | "Gitlab" | "BitbucketCloud" | "Crowd" => {
-            warnings.push(format!(
-                "{}: DexProvider type {} is not supported by this version yet; it is skipped",
-                doc.at, spec.kind
-            ));
-            return Ok(None);
+        "Github" => {
+            let g = spec
+                .github
+                .ok_or_else(|| doc.err("spec.github", "is required for type Github"))?;
+            let client_secret = client_secret(
+                doc,
+                "github",
+                &g.client_secret,
+                &g.client_secret_from_env,
+                &g.client_secret_file,
+            )?;
+            let web = g
+                .base_url
+                .clone()
+                .unwrap_or_else(|| "https://github.com".into());
+            let api = match &g.base_url {
+                Some(b) => format!("{}/api/v3", b.trim_end_matches('/')),
+                None => "https://api.github.com".into(),
+            };
+            let field = g.team_name_field.unwrap_or_else(|| "Name".into());
+            if !matches!(
+                field.to_ascii_lowercase().as_str(),
+                "name" | "slug" | "both"
+            ) {
+                return Err(doc.err("spec.github.teamNameField", "use Name, Slug or Both"));
+            }
+            ConnectorKind::Github(GithubConnector {
+                client_id: g.client_id,
+                client_secret,
+                team_name_field: field.to_ascii_lowercase(),
+                use_login_as_id: g.use_login_as_id,
+                orgs: g.orgs.into_iter().map(|o| (o.name, o.teams)).collect(),
+                web_url: web.trim_end_matches('/').to_owned(),
+                api_url: api,
+            })
+        }
+        "Gitlab" => {
+            let g = spec
+                .gitlab
+                .ok_or_else(|| doc.err("spec.gitlab", "is required for type Gitlab"))?;
+            let client_secret = client_secret(
+                doc,
+                "gitlab",
+                &g.client_secret,
+                &g.client_secret_from_env,
+                &g.client_secret_file,
+            )?;
+            ConnectorKind::Gitlab(GitlabConnector {
+                client_id: g.client_id,
+                client_secret,
+                base_url: g
+                    .base_url
+                    .unwrap_or_else(|| "https://gitlab.com".into())
+                    .trim_end_matches('/')
+                    .to_owned(),
+                groups: g.groups,
+                use_login_as_id: g.use_login_as_id,
+            })
+        }
+        "BitbucketCloud" => {
+            let b = spec.bitbucket_cloud.ok_or_else(|| {
+                doc.err("spec.bitbucketCloud", "is required for type BitbucketCloud")
+            })?;
+            let client_secret = client_secret(
+                doc,
+                "bitbucketCloud",
+                &b.client_secret,
+                &b.client_secret_from_env,
+                &b.client_secret_file,
+            )?;
+            ConnectorKind::Bitbucket(BitbucketConnector {
+                client_id: b.client_id,
+                client_secret,
+                teams: b.teams,
+                include_team_groups: b.include_team_groups,
+                web_url: b
+                    .base_url
+                    .unwrap_or_else(|| "https://bitbucket.org".into())
+                    .trim_end_matches('/')
+                    .to_owned(),
+                api_url: b
+                    .api_url
+                    .unwrap_or_else(|| "https://api.bitbucket.org/2.0".into())
+                    .trim_end_matches('/')
+                    .to_owned(),
+            })
+        }
+        "Crowd" => {
+            let c = spec
+                .crowd
+                .ok_or_else(|| doc.err("spec.crowd", "is required for type Crowd"))?;
+            let app_password = client_secret(
+                doc,
+                "crowd",
+                &c.client_secret,
+                &c.client_secret_from_env,
+                &c.client_secret_file,
+            )?;
+            url::Url::parse(&c.base_url)
+                .map_err(|e| doc.err("spec.crowd.baseURL", format!("not a URL: {e}")))?;
+            ConnectorKind::Crowd(CrowdConnector {
+                app_name: c.client_id,
+                app_password,
+                base_url: c.base_url.trim_end_matches('/').to_owned(),
+                groups: c.groups,
+                username_prompt: c.username_prompt.unwrap_or_else(|| "Crowd username".into()),
+            })
         }
         other => {
             return Err(doc.err(

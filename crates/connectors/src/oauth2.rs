@@ -1,0 +1,180 @@
+//! What the OAuth2 connectors (GitHub, GitLab, Bitbucket Cloud) share: the authorization URL,
+//! the code exchange and refresh, and authenticated JSON calls to the provider's API.
+
+use std::time::Duration;
+
+use keygate_config::Secret;
+use keygate_oidc::ConnectorError;
+use serde_json::Value;
+
+pub struct OAuth2 {
+    pub http: reqwest::Client,
+    pub client_id: String,
+    pub client_secret: Secret,
+    pub authorize_url: String,
+    pub token_url: String,
+    pub scopes: String,
+}
+
+pub fn unavailable(e: impl std::fmt::Display) -> ConnectorError {
+    ConnectorError::Unavailable(e.to_string())
+}
+
+pub fn http() -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .connect_timeout(Duration::from_secs(3))
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("keygate/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+impl OAuth2 {
+    pub fn login_url(&self, callback: &str, state: &str) -> String {
+        let q = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("client_id", &self.client_id)
+            .append_pair("redirect_uri", callback)
+            .append_pair("response_type", "code")
+            .append_pair("scope", &self.scopes)
+            .append_pair("state", state)
+            .finish();
+        format!("{}?{q}", self.authorize_url)
+    }
+
+    /// A token call (client credentials in HTTP Basic, as RFC 6749 prefers; GitHub accepts it too).
+    pub async fn token(&self, form: &[(&str, &str)]) -> Result<Value, ConnectorError> {
+        let resp = self
+            .http
+            .post(&self.token_url)
+            .basic_auth(&self.client_id, Some(self.client_secret.expose()))
+            .header("Accept", "application/json")
+            .form(form)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        let status = resp.status();
+        let body: Value = resp.json().await.map_err(unavailable)?;
+        // GitHub answers errors with 200 and an `error` field.
+        if let Some(error) = body.get("error").and_then(Value::as_str) {
+            return Err(ConnectorError::Refused(error.to_owned()));
+        }
+        if status.is_client_error() {
+            return Err(ConnectorError::Refused(format!(
+                "token endpoint answered {status}"
+            )));
+        }
+        if !status.is_success() {
+            return Err(ConnectorError::Unavailable(format!(
+                "token endpoint answered {status}"
+            )));
+        }
+        Ok(body)
+    }
+
+    pub async fn exchange(
+        &self,
+        callback: &str,
+        params: &std::collections::HashMap<String, String>,
+    ) -> Result<Value, ConnectorError> {
+        if let Some(error) = params.get("error") {
+            return Err(ConnectorError::Refused(format!(
+                "{error}: {}",
+                params.get("error_description").map_or("", String::as_str)
+            )));
+        }
+        let code = params
+            .get("code")
+            .ok_or_else(|| ConnectorError::Refused("no code in the answer".into()))?;
+        self.token(&[
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", callback),
+        ])
+        .await
+    }
+}
+
+/// GET a JSON document with a bearer token. 401/403 mean the grant is gone (refused); other
+/// failures mean the provider is unavailable.
+pub async fn get_json(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+) -> Result<(Value, Option<String>), ConnectorError> {
+    let resp = http
+        .get(url)
+        .bearer_auth(token)
+        .header("Accept", "application/json")
+        .send()
+        .await
+        .map_err(unavailable)?;
+    let status = resp.status();
+    if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
+        return Err(ConnectorError::Refused(format!("{url} answered {status}")));
+    }
+    if !status.is_success() {
+        return Err(ConnectorError::Unavailable(format!(
+            "{url} answered {status}"
+        )));
+    }
+    // RFC 8288 `Link: <...>; rel="next"` (GitHub pagination).
+    let next = resp
+        .headers()
+        .get_all("link")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .find(|part| part.contains("rel=\"next\""))
+        .and_then(|part| part.split(';').next())
+        .map(|u| {
+            u.trim()
+                .trim_start_matches('<')
+                .trim_end_matches('>')
+                .to_owned()
+        });
+    Ok((resp.json().await.map_err(unavailable)?, next))
+}
+
+/// All pages of a list: GitHub style (`Link` header, arrays) or Bitbucket style (`{values, next}`).
+pub async fn get_all(
+    http: &reqwest::Client,
+    first: &str,
+    token: &str,
+) -> Result<Vec<Value>, ConnectorError> {
+    let mut out = Vec::new();
+    let mut url = Some(first.to_owned());
+    let mut pages = 0;
+    while let Some(u) = url.take() {
+        pages += 1;
+        if pages > 50 {
+            break;
+        }
+        let (body, link_next) = get_json(http, &u, token).await?;
+        match body {
+            Value::Array(items) => out.extend(items),
+            Value::Object(ref o) => {
+                out.extend(
+                    o.get("values")
+                        .and_then(Value::as_array)
+                        .cloned()
+                        .unwrap_or_default(),
+                );
+                url = o.get("next").and_then(Value::as_str).map(str::to_owned);
+            }
+            _ => {}
+        }
+        if url.is_none() {
+            url = link_next;
+        }
+    }
+    Ok(out)
+}
+
+pub fn str_of(v: &Value, key: &str) -> Option<String> {
+    match v.get(key)? {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
