@@ -42,7 +42,7 @@ struct GithubSpec {
     client_secret_file: Option<String>,
     #[serde(default)]
     team_name_field: Option<String>,
-    #[serde(default)]
+    #[serde(default, rename = "useLoginAsID")]
     use_login_as_id: bool,
     #[serde(default)]
     orgs: Vec<GithubOrg>,
@@ -74,7 +74,7 @@ struct GitlabSpec {
     base_url: Option<String>,
     #[serde(default)]
     groups: Vec<String>,
-    #[serde(default)]
+    #[serde(default, rename = "useLoginAsID")]
     use_login_as_id: bool,
 }
 
@@ -128,11 +128,11 @@ struct CrowdSpec {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct LdapSpec {
     host: String,
-    #[serde(default)]
+    #[serde(default, rename = "insecureNoSSL")]
     insecure_no_ssl: bool,
     #[serde(default, rename = "startTLS")]
     start_tls: bool,
-    #[serde(default)]
+    #[serde(default, rename = "rootCAData")]
     root_ca_data: Option<String>,
     #[serde(default)]
     insecure_skip_verify: bool,
@@ -220,7 +220,7 @@ struct OidcSpec {
     allowed_groups: Vec<String>,
     #[serde(default)]
     prompt_type: Option<String>,
-    #[serde(default)]
+    #[serde(default, rename = "rootCAData")]
     root_ca_data: Option<String>,
     #[serde(default)]
     insecure_skip_verify: bool,

@@ -317,4 +317,5 @@ pub fn claims(jwt: &str) -> Value {
     )
     .unwrap()
 }
+pub mod ldap;
 pub mod services;

@@ -333,7 +333,11 @@ pub async fn login_submit(
                 &id,
                 client_name,
                 &shown_login,
-                Some("Invalid email address or password."),
+                Some(if connector == keygate_oidc::LOCAL_CONNECTOR {
+                    "Invalid email address or password."
+                } else {
+                    "Invalid username or password."
+                }),
             )
         }
         Err(e) => upstream_page(&s, &e),
