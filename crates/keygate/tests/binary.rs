@@ -996,3 +996,143 @@ async fn two_replicas_on_postgresql() {
         s.stop();
     }
 }
+
+/// Issue 8's fault run: 200 users on two replicas sharing one PostgreSQL, a round-robin client,
+/// and one replica SIGKILLed in the middle of the refresh traffic. Requests that hit the dead
+/// replica fail (they are retried on the other, as a load balancer would); every user's session
+/// works afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_hundred_users_survive_a_replica_killed_mid_run() {
+    let pg = keygate_store::testing::Postgres::start();
+    let dir = temp_dir("pg-fault");
+    let users: String = (0..200)
+        .map(|i| format!("---\napiVersion: deckhouse.io/v1\nkind: User\nmetadata: {{name: u{i}}}\nspec: {{email: u{i}@example.com, password: \"{PASSWORD_HASH}\"}}\n"))
+        .collect();
+    let mut webs = Vec::new();
+    let mut servers = Vec::new();
+    for name in ["a", "b"] {
+        let sub = dir.join(name);
+        std::fs::create_dir_all(&sub).unwrap();
+        let port = free_port();
+        let path = sub.join("keygate.yaml");
+        std::fs::write(
+            &path,
+            format!(
+                "apiVersion: keygate.io/v1alpha1\nkind: KeygateConfig\nspec:\n  issuer: http://127.0.0.1:{port}/\n  listen: 127.0.0.1:{port}\n  storage: {{type: postgres, url: \"{}\"}}\n  refreshTokens: {{reuseInterval: 1s}}\n{}{users}",
+                pg.url("postgres"),
+                fixture_manifests()
+            ),
+        )
+        .unwrap();
+        let web = Http {
+            issuer: format!("http://127.0.0.1:{port}/"),
+            http: http_client(),
+        };
+        servers.push(start(&path, &web.url("healthz"), &web.http).await);
+        webs.push(web);
+    }
+    let webs = std::sync::Arc::new(webs);
+
+    // Every user logs in (alternating replicas) and gets a refresh token.
+    let mut tasks = Vec::new();
+    for i in 0..200usize {
+        let webs = webs.clone();
+        tasks.push(tokio::spawn(async move {
+            let web = &webs[i % 2];
+            let query = format!("client_id={}&redirect_uri={}&response_type=code&scope=openid%20email%20offline_access&state=s", enc(APP), enc(APP_REDIRECT));
+            let back = web.login(&query, &format!("u{i}@example.com"), "password").await;
+            let code = Http::query_param(&back, "code").unwrap();
+            let (s, t) = web.token(Some((APP, "app-secret")), &[("grant_type", "authorization_code"), ("code", &code), ("redirect_uri", APP_REDIRECT)]).await;
+            assert_eq!(s, 200, "{t}");
+            t["refresh_token"].as_str().unwrap().to_owned()
+        }));
+    }
+    let mut tokens = Vec::new();
+    for t in tasks {
+        tokens.push(t.await.unwrap());
+    }
+
+    // Refresh traffic, round-robin; replica a is killed while it runs.
+    let dead_hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for (i, token) in tokens.into_iter().enumerate() {
+        let (webs, dead_hits) = (webs.clone(), dead_hits.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut token = token;
+            for round in 0..3usize {
+                // Rounds 1.1 s apart: each refresh is outside the 1 s reuse window of the last, so
+                // it rotates; a retry on the survivor right after a dead replica rotated lands
+                // inside the window and gets the same new token (what the window is for).
+                tokio::time::sleep(Duration::from_millis(if round == 0 {
+                    (i % 20) as u64 * 5
+                } else {
+                    1100
+                }))
+                .await;
+                let form = |t: &str| {
+                    vec![
+                        ("grant_type".to_string(), "refresh_token".to_string()),
+                        ("refresh_token".to_string(), t.to_string()),
+                    ]
+                };
+                let first = &webs[(i + round) % 2];
+                let sent = first
+                    .http
+                    .post(first.url("token"))
+                    .basic_auth(APP, Some("app-secret"))
+                    .form(&form(&token))
+                    .send()
+                    .await;
+                let body: serde_json::Value = match sent {
+                    Ok(r) if r.status() == 200 => r.json().await.unwrap(),
+                    Ok(r) => panic!(
+                        "user {i} round {round}: {} {}",
+                        r.status(),
+                        r.text().await.unwrap_or_default()
+                    ),
+                    Err(_) => {
+                        // The dead replica: a load balancer would send it to the other one.
+                        dead_hits.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        let other = &webs[(i + round + 1) % 2];
+                        let (s, b) = other
+                            .token(
+                                Some((APP, "app-secret")),
+                                &[("grant_type", "refresh_token"), ("refresh_token", &token)],
+                            )
+                            .await;
+                        assert_eq!(s, 200, "user {i} round {round} on the survivor: {b}");
+                        b
+                    }
+                };
+                token = body["refresh_token"].as_str().unwrap().to_owned();
+            }
+            token
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let mut a = servers.remove(0);
+    a.child.kill().unwrap();
+    a.child.wait().unwrap();
+    let mut finals = Vec::new();
+    for t in tasks {
+        finals.push(t.await.unwrap());
+    }
+    assert!(
+        dead_hits.load(std::sync::atomic::Ordering::SeqCst) > 0,
+        "the kill happened during the traffic"
+    );
+
+    // Afterwards every family works on the survivor.
+    for (i, token) in finals.iter().enumerate() {
+        let (s, b) = webs[1]
+            .token(
+                Some((APP, "app-secret")),
+                &[("grant_type", "refresh_token"), ("refresh_token", token)],
+            )
+            .await;
+        assert_eq!(s, 200, "user {i} after the run: {b}");
+    }
+    for s in servers {
+        s.stop();
+    }
+}
