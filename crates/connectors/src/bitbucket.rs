@@ -27,6 +27,7 @@ impl Bitbucket {
             authorize_url: format!("{}/site/oauth2/authorize", spec.web_url),
             token_url: format!("{}/site/oauth2/access_token", spec.web_url),
             scopes: "account email".into(),
+            credentials_in_body: false,
         };
         Ok(Self {
             id,
@@ -92,9 +93,14 @@ impl Bitbucket {
                 let (list, _) =
                     get_json(http, &format!("{}/groups/{team}", self.api_v1()), token).await?;
                 for g in list.as_array().into_iter().flatten() {
+                    // Members carry `uuid`, `account_id` and `nickname`: no `username` since
+                    // Atlassian's 2019 privacy changes.
                     let member = g.get("members").and_then(Value::as_array).is_some_and(|m| {
-                        m.iter()
-                            .any(|u| str_of(u, "username").as_deref() == Some(username.as_str()))
+                        m.iter().any(|u| {
+                            ["uuid", "account_id"]
+                                .iter()
+                                .any(|k| str_of(u, k).is_some_and(|v| str_of(&user, k) == Some(v)))
+                        })
                     });
                     if member && let Some(slug) = str_of(g, "slug") {
                         groups.push(format!("{team}/{slug}"));

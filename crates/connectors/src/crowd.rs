@@ -45,8 +45,12 @@ impl Crowd {
             .await
             .map_err(unavailable)?;
         let status = resp.status();
-        if status == reqwest::StatusCode::UNAUTHORIZED || status.is_server_error() {
-            // 401 here means Crowd refused *us* (application name or password): an outage for users.
+        if status == reqwest::StatusCode::UNAUTHORIZED
+            || status == reqwest::StatusCode::FORBIDDEN
+            || status.is_server_error()
+        {
+            // 401 means Crowd refused *us* (application name or password), 403 our address (the
+            // application's remote addresses): an outage for users, not a wrong password.
             return Err(ConnectorError::Unavailable(format!(
                 "Crowd answered {status}"
             )));
@@ -71,7 +75,16 @@ impl Crowd {
             .flatten()
             .filter_map(|g| str_of(g, "name"))
             .collect();
-        if !self.spec.groups.is_empty() && !groups.iter().any(|g| self.spec.groups.contains(g)) {
+        // Deckhouse (and Dex): with `groups`, the token holds the user's groups in that list.
+        let groups: Vec<String> = if self.spec.groups.is_empty() {
+            groups
+        } else {
+            groups
+                .into_iter()
+                .filter(|g| self.spec.groups.contains(g))
+                .collect()
+        };
+        if !self.spec.groups.is_empty() && groups.is_empty() {
             return Err(ConnectorError::Refused(
                 "the user is in none of the allowed Crowd groups".into(),
             ));

@@ -30,6 +30,7 @@ impl Github {
             } else {
                 "user:email read:org".into()
             },
+            credentials_in_body: true,
         };
         Ok(Self {
             id,

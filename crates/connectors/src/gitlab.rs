@@ -26,6 +26,7 @@ impl Gitlab {
             authorize_url: format!("{}/oauth/authorize", spec.base_url),
             token_url: format!("{}/oauth/token", spec.base_url),
             scopes: "read_user openid".into(),
+            credentials_in_body: false,
         };
         Ok(Self {
             id,
@@ -54,7 +55,16 @@ impl Gitlab {
                     .collect()
             })
             .unwrap_or_default();
-        if !self.spec.groups.is_empty() && !groups.iter().any(|g| self.spec.groups.contains(g)) {
+        // Deckhouse (and Dex): with `groups`, the token holds the user's groups in that list.
+        let groups: Vec<String> = if self.spec.groups.is_empty() {
+            groups
+        } else {
+            groups
+                .into_iter()
+                .filter(|g| self.spec.groups.contains(g))
+                .collect()
+        };
+        if !self.spec.groups.is_empty() && groups.is_empty() {
             return Err(ConnectorError::Refused(
                 "the user is in none of the allowed GitLab groups".into(),
             ));

@@ -14,6 +14,9 @@ pub struct OAuth2 {
     pub authorize_url: String,
     pub token_url: String,
     pub scopes: String,
+    /// Send `client_id`/`client_secret` as form parameters (GitHub documents only those)
+    /// rather than in HTTP Basic.
+    pub credentials_in_body: bool,
 }
 
 pub fn unavailable(e: impl std::fmt::Display) -> ConnectorError {
@@ -42,22 +45,38 @@ impl OAuth2 {
         format!("{}?{q}", self.authorize_url)
     }
 
-    /// A token call (client credentials in HTTP Basic, as RFC 6749 prefers; GitHub accepts it too).
+    /// A token call (client credentials in HTTP Basic, as RFC 6749 prefers, or in the form).
     pub async fn token(&self, form: &[(&str, &str)]) -> Result<Value, ConnectorError> {
-        let resp = self
+        let mut req = self
             .http
             .post(&self.token_url)
-            .basic_auth(&self.client_id, Some(self.client_secret.expose()))
-            .header("Accept", "application/json")
-            .form(form)
-            .send()
-            .await
-            .map_err(unavailable)?;
+            .header("Accept", "application/json");
+        let mut form = form.to_vec();
+        if self.credentials_in_body {
+            form.push(("client_id", &self.client_id));
+            form.push(("client_secret", self.client_secret.expose()));
+        } else {
+            req = req.basic_auth(&self.client_id, Some(self.client_secret.expose()));
+        }
+        let resp = req.form(&form).send().await.map_err(unavailable)?;
         let status = resp.status();
+        // A provider in trouble may still answer JSON (`{"error": "server_error"}`): not a refusal.
+        if status.is_server_error() {
+            return Err(ConnectorError::Unavailable(format!(
+                "token endpoint answered {status}"
+            )));
+        }
         let body: Value = resp.json().await.map_err(unavailable)?;
         // GitHub answers errors with 200 and an `error` field.
         if let Some(error) = body.get("error").and_then(Value::as_str) {
-            return Err(ConnectorError::Refused(error.to_owned()));
+            let reason = match body.get("error_description").and_then(Value::as_str) {
+                Some(d) if !d.is_empty() => format!("{error}: {d}"),
+                _ => error.to_owned(),
+            };
+            if matches!(error, "temporarily_unavailable" | "server_error") {
+                return Err(ConnectorError::Unavailable(reason));
+            }
+            return Err(ConnectorError::Refused(reason));
         }
         if status.is_client_error() {
             return Err(ConnectorError::Refused(format!(

@@ -317,5 +317,6 @@ pub fn claims(jwt: &str) -> Value {
     )
     .unwrap()
 }
+pub mod fakes;
 pub mod ldap;
 pub mod services;
