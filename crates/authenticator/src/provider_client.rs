@@ -1,14 +1,13 @@
 //! The authenticator as a relying party of the provider: discovery, code exchange, refresh,
 //! revocation, and ID-token verification against the provider's JWKS.
 
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use keygate_config::{AuthenticatorSettings, Secret};
 use keygate_oidc::IdTokenClaims;
 use serde::Deserialize;
 use serde_json::Value;
-use tokio::sync::{Mutex, OnceCell};
+use tokio::sync::OnceCell;
 
 /// Why a provider call failed.
 #[derive(Debug, thiserror::Error)]
@@ -44,12 +43,8 @@ pub struct ProviderClient {
     client_id: String,
     client_secret: Secret,
     discovery: OnceCell<Discovery>,
-    jwks: RwLock<Arc<Vec<Value>>>,
-    jwks_fetched: Mutex<Option<Instant>>,
+    keys: keygate_connectors::remote_keys::RemoteKeys,
 }
-
-/// Don't refetch JWKS for an unknown key more often than this.
-const JWKS_MIN_REFETCH: Duration = Duration::from_secs(10);
 
 fn unavailable(e: impl std::fmt::Display) -> CallError {
     CallError::Unavailable(e.to_string())
@@ -78,8 +73,7 @@ impl ProviderClient {
             client_id: settings.authenticator.client_id.clone(),
             client_secret: settings.client_secret.clone(),
             discovery: OnceCell::new(),
-            jwks: RwLock::new(Arc::new(Vec::new())),
-            jwks_fetched: Mutex::new(None),
+            keys: keygate_connectors::remote_keys::RemoteKeys::default(),
         })
     }
 
@@ -211,38 +205,6 @@ impl ProviderClient {
         }
     }
 
-    async fn fetch_jwks(&self, force: bool) -> Result<Arc<Vec<Value>>, CallError> {
-        let mut fetched = self.jwks_fetched.lock().await;
-        let current = self.jwks.read().map(|j| j.clone()).unwrap_or_default();
-        let fresh_enough = fetched.is_some_and(|t| t.elapsed() < JWKS_MIN_REFETCH);
-        if !current.is_empty() && (!force || fresh_enough) {
-            return Ok(current);
-        }
-        let d = self.discovery().await?;
-        let body: Value = self
-            .http
-            .get(&d.jwks_uri)
-            .send()
-            .await
-            .map_err(unavailable)?
-            .error_for_status()
-            .map_err(unavailable)?
-            .json()
-            .await
-            .map_err(unavailable)?;
-        let keys = Arc::new(
-            body.get("keys")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default(),
-        );
-        if let Ok(mut j) = self.jwks.write() {
-            *j = keys.clone();
-        }
-        *fetched = Some(Instant::now());
-        Ok(keys)
-    }
-
     /// Verifies an ID token from the provider: signature (JWKS, refetched once for an unknown
     /// key), issuer, audience, expiry and, at login, the nonce.
     pub async fn verify(
@@ -251,15 +213,13 @@ impl ProviderClient {
         nonce: Option<&str>,
         now: i64,
     ) -> Result<IdTokenClaims, CallError> {
-        let jwks = self.fetch_jwks(false).await?;
-        let payload = match keygate_oidc::verify_jws(id_token, &jwks) {
-            Some(p) => p,
-            None => {
-                let jwks = self.fetch_jwks(true).await?;
-                keygate_oidc::verify_jws(id_token, &jwks)
-                    .ok_or_else(|| CallError::Refused("ID token signature".into()))?
-            }
-        };
+        let jwks_uri = self.discovery().await?.jwks_uri.clone();
+        let payload = self
+            .keys
+            .verify(&self.http, &jwks_uri, id_token)
+            .await
+            .map_err(CallError::Unavailable)?
+            .ok_or_else(|| CallError::Refused("ID token signature".into()))?;
         let claims: IdTokenClaims = serde_json::from_slice(&payload)
             .map_err(|e| CallError::Refused(format!("ID token claims: {e}")))?;
         if claims.iss != self.issuer {

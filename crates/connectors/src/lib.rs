@@ -9,6 +9,7 @@ mod gitlab;
 mod ldap;
 mod oauth2;
 mod oidc;
+pub mod remote_keys;
 mod tls;
 
 use std::sync::Arc;

@@ -2,8 +2,7 @@
 //! browser goes there, comes back to our `/callback`; groups come from a claim.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use keygate_config::OidcConnector;
@@ -11,7 +10,7 @@ use keygate_oidc::{Connector, ConnectorError, Upstream};
 use keygate_store::model::Identity;
 use serde::Deserialize;
 use serde_json::Value;
-use tokio::sync::{Mutex, OnceCell};
+use tokio::sync::OnceCell;
 
 #[derive(Debug, Deserialize)]
 struct Discovery {
@@ -29,8 +28,7 @@ pub struct Oidc {
     spec: OidcConnector,
     http: reqwest::Client,
     discovery: OnceCell<Discovery>,
-    jwks: RwLock<Arc<Vec<Value>>>,
-    jwks_fetched: Mutex<Option<Instant>>,
+    keys: crate::remote_keys::RemoteKeys,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> ConnectorError {
@@ -71,8 +69,7 @@ impl Oidc {
             spec,
             http: builder.build().map_err(|e| e.to_string())?,
             discovery: OnceCell::new(),
-            jwks: RwLock::new(Arc::new(Vec::new())),
-            jwks_fetched: Mutex::new(None),
+            keys: crate::remote_keys::RemoteKeys::default(),
         })
     }
 
@@ -103,37 +100,6 @@ impl Oidc {
                 Ok(d)
             })
             .await
-    }
-
-    async fn jwks(&self, force: bool) -> Result<Arc<Vec<Value>>, ConnectorError> {
-        let mut fetched = self.jwks_fetched.lock().await;
-        let current = self.jwks.read().map(|j| j.clone()).unwrap_or_default();
-        if !current.is_empty()
-            && (!force || fetched.is_some_and(|t| t.elapsed() < Duration::from_secs(10)))
-        {
-            return Ok(current);
-        }
-        let d = self.discovery().await?;
-        let body: Value = self
-            .http
-            .get(&d.jwks_uri)
-            .send()
-            .await
-            .map_err(unavailable)?
-            .json()
-            .await
-            .map_err(unavailable)?;
-        let keys = Arc::new(
-            body.get("keys")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default(),
-        );
-        if let Ok(mut j) = self.jwks.write() {
-            *j = keys.clone();
-        }
-        *fetched = Some(Instant::now());
-        Ok(keys)
     }
 
     async fn token(&self, form: &[(&str, &str)]) -> Result<Value, ConnectorError> {
@@ -172,13 +138,15 @@ impl Oidc {
 
     /// Verifies the upstream ID token (signature from its JWKS, issuer, audience, expiry).
     async fn verify(&self, id_token: &str) -> Result<Value, ConnectorError> {
-        let payload =
-            match keygate_oidc::verify_jws(id_token, &self.jwks(false).await?) {
-                Some(p) => p,
-                None => keygate_oidc::verify_jws(id_token, &self.jwks(true).await?).ok_or_else(
-                    || ConnectorError::Refused("the ID token's signature does not verify".into()),
-                )?,
-            };
+        let jwks_uri = self.discovery().await?.jwks_uri.clone();
+        let payload = self
+            .keys
+            .verify(&self.http, &jwks_uri, id_token)
+            .await
+            .map_err(unavailable)?
+            .ok_or_else(|| {
+                ConnectorError::Refused("the ID token's signature does not verify".into())
+            })?;
         let claims: Value = serde_json::from_slice(&payload)
             .map_err(|e| ConnectorError::Refused(format!("ID token: {e}")))?;
         let iss = claims.get("iss").and_then(Value::as_str).unwrap_or("");
