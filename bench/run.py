@@ -4,11 +4,16 @@ measures with wrk from a separate process, and writes docs/BENCHMARKS.md plus an
 
 Figures are ratios measured in the same run: against the same binary's plain 200 endpoint
 (/healthz), against in-process limits of the work itself (one signature per refresh, one bcrypt
-compare per login, examples/limits.rs), and per CPU-second of the server process.
+compare per login, examples/limits.rs), per CPU-second of the server process, and against peers
+started by the harness (bench/stack.py): oidc-provider 9 in node (bench/peers/oidc_provider.mjs) for
+discovery, JWKS and the RS256 refresh grant; nginx `auth_request` to a constant 200 as the ceiling of
+the authenticator's auth check (Redis sessions). Also Redis memory per 100k sessions and SQLite file
+size per 100k refresh-token families.
 
-  bench/run.py            full run (~3 minutes after the build), writes docs/BENCHMARKS.md
+  bench/run.py            full run (~4.5 minutes after the build), writes docs/BENCHMARKS.md
   bench/run.py --smoke    1-second runs on the debug build, writes bench/out/ (the test command)
 """
+import stack
 import argparse, base64, json, os, re, shutil, socket, subprocess, sys, tempfile, time, urllib.parse, urllib.request, http.client
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -47,17 +52,19 @@ def rss_bytes(pid):
 
 
 class Keygate:
-    def __init__(self, binary, tmp, alg):
+    def __init__(self, binary, tmp, alg, extra="", name=None):
         self.port = free_port()
+        name = name or alg
+        self.db = f"{tmp}/keygate-{name}.db"
         self.issuer = f"http://127.0.0.1:{self.port}/"
-        cfg = os.path.join(tmp, f"keygate-{alg}.yaml")
+        cfg = os.path.join(tmp, f"keygate-{name}.yaml")
         with open(cfg, "w") as f:
             f.write(f"""apiVersion: keygate.io/v1alpha1
 kind: KeygateConfig
 spec:
   issuer: {self.issuer}
   listen: 127.0.0.1:{self.port}
-  storage: {{type: sqlite, path: {tmp}/keygate-{alg}.db}}
+  storage: {{type: sqlite, path: {self.db}}}
   signing: {{algorithm: {alg}}}
   refreshTokens: {{reuseInterval: 10m}}
   bruteForce: {{attempts: 4000000000, perIP: {{attempts: 4000000000}}}}
@@ -72,8 +79,8 @@ apiVersion: deckhouse.io/v1
 kind: DexClient
 metadata: {{name: app, namespace: bench}}
 spec: {{redirectURIs: ["https://app.example.com/cb"], secret: bench-secret}}
-""")
-        self.log = open(os.path.join(tmp, f"keygate-{alg}.log"), "w")
+{extra}""")
+        self.log = open(os.path.join(tmp, f"keygate-{name}.log"), "w")
         self.proc = subprocess.Popen([binary, "serve", "--config", cfg], stdout=self.log, stderr=self.log)
         for _ in range(200):
             try:
@@ -83,9 +90,13 @@ spec: {{redirectURIs: ["https://app.example.com/cb"], secret: bench-secret}}
                 time.sleep(0.05)
         raise SystemExit(f"keygate did not start; see {self.log.name}")
 
+    def cpu(self):
+        return cpu_seconds(self.proc.pid)
+
     def stop(self):
-        self.proc.terminate()
-        self.proc.wait(timeout=10)
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
 
 
 def request(method, url, body=None, headers=None):
@@ -133,12 +144,22 @@ def wrk(url, seconds, connections, tmp, lua=None, threads=2):
     return {"rps": rps, "p50_ms": lat.get("50"), "p99_ms": lat.get("99"), "non_2xx": int(non2xx.group(1)) if non2xx else 0}
 
 
-def measured(kg, url, seconds, connections, tmp, lua=None):
-    before = cpu_seconds(kg.proc.pid)
+def measured(kg, url, seconds, connections, tmp, lua=None, also=()):
+    """wrk against url; requests per CPU-second of kg (its process, or `kg.cpu()` for a process
+    tree). `also`: {name: server} whose CPU-seconds during the run are recorded too (Redis)."""
+    cpu_of = getattr(kg, "cpu", None) or (lambda: cpu_seconds(kg.proc.pid))
+    before, others = cpu_of(), {n: s.cpu() for n, s in dict(also).items()}
     r = wrk(url, seconds, connections, tmp, lua)
-    cpu = cpu_seconds(kg.proc.pid) - before
+    cpu = cpu_of() - before
+    r["cpu_seconds"] = cpu
     r["per_cpu_second"] = r["rps"] * seconds / cpu if cpu > 0 else None
+    for n, s in dict(also).items():
+        r[f"{n}_cpu_seconds"] = s.cpu() - others[n]
     return r
+
+
+def get_lua(headers):
+    return "".join(f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}\n" for k, v in headers.items())
 
 
 def post_lua(body, headers):
@@ -176,6 +197,7 @@ def main():
     limits = json.loads(sh([os.path.join(target, build, "examples", "limits")])) if not args.smoke else {"sign_RS256_per_sec": 0, "sign_ES256_per_sec": 0, "bcrypt10_verify_per_sec": 0}
     tmp = tempfile.mkdtemp(prefix="keygate-bench-")
     results = {"machine": machine(), "limits": limits, "seconds": secs, "build": build}
+    n_mem = 5_000 if args.smoke else 100_000
     servers = []
     try:
         for alg in ["RS256", "ES256"]:
@@ -185,7 +207,13 @@ def main():
             r["plain_200"] = measured(kg, kg.issuer + "healthz", secs, 32, tmp)
             r["discovery"] = measured(kg, kg.issuer + ".well-known/openid-configuration", secs, 32, tmp)
             r["jwks"] = measured(kg, kg.issuer + "keys", secs, 32, tmp)
+            rows_before = stack.db_rows(kg.db)
             token, basic = refresh_token(kg)
+            if alg == "RS256":
+                rows_after = stack.db_rows(kg.db)
+                # The family's rows: the refresh token (the used authorization code, kept until it
+                # expires, and the login limiter's counter are not part of it).
+                family = [row for key, row in rows_after.items() if key not in rows_before and "refresh" in row[0]]
             body = urllib.parse.urlencode({"grant_type": "refresh_token", "refresh_token": token})
             r["refresh"] = measured(kg, kg.issuer + "token", secs, 8, tmp, post_lua(body, {"Authorization": basic}))
             if alg == "RS256":
@@ -204,6 +232,40 @@ def main():
                 r["discovery_storm_c8"] = wrk(kg.issuer + ".well-known/openid-configuration", secs, 8, tmp, threads=1)
                 storm.wait()
                 r["rss_bytes"] = rss_bytes(kg.proc.pid)
+            kg.stop()
+        # Storage per 100k refresh-token families: the rows of the login above, cloned into a copy.
+        results["sqlite_families"] = stack.sqlite_per_100k(servers[0].db, family, tmp, n_mem)
+        # Peer: oidc-provider 9 in node, RS256, refresh-token rotation off (one token replayed).
+        op = stack.OidcProvider(tmp)
+        servers.append(op)
+        p = results["oidc_provider"] = {}
+        p["discovery"] = measured(op, op.issuer + ".well-known/openid-configuration", secs, 32, tmp)
+        p["jwks"] = measured(op, op.issuer + "jwks", secs, 32, tmp)
+        body = urllib.parse.urlencode({"grant_type": "refresh_token", "refresh_token": op.refresh_token})
+        p["refresh"] = measured(op, op.issuer + "token", secs, 8, tmp, post_lua(body, {"Authorization": op.authorization}))
+        p["rss_bytes"] = rss_bytes(op.proc.pid)
+        op.stop()
+        # The authenticator's auth check (valid session, Redis store) and nginx's auth_request ceiling.
+        redis = stack.Redis(tmp)
+        servers.append(redis)
+        prov = Keygate(binary, tmp, "RS256", extra=stack.DEX_AUTHENTICATOR, name="authn")
+        servers.append(prov)
+        auth = stack.Authenticator(binary, tmp, prov.issuer, redis)
+        servers.append(auth)
+        session = stack.authenticator_login(auth, prov.issuer)
+        a = results["authenticator"] = {}
+        lua = get_lua({"Host": stack.DOMAIN, "Cookie": f"{stack.SESSION_COOKIE}={session}"})
+        a["auth_check"] = measured(auth, auth.url + "dex-authenticator/auth", secs, 32, tmp, lua, also={"redis": redis, "provider": prov})
+        a["auth_plain_200"] = measured(auth, auth.url + "healthz", secs, 32, tmp)
+        auth.stop()
+        prov.stop()
+        results["redis_sessions"] = stack.redis_per_100k(redis, n_mem)
+        redis.stop()
+        ngx = stack.Nginx(tmp)
+        servers.append(ngx)
+        a["nginx_auth_request"] = measured(ngx, f"http://127.0.0.1:{ngx.port}/", secs, 32, tmp)
+        ngx.stop()
+        a["mod_auth_openidc"] = None  # not measured: see the report
     finally:
         for kg in servers:
             kg.stop()
@@ -225,6 +287,64 @@ def fmt(v, digits=0):
 
 def pct(v):
     return "n/a" if v is None else f"{100 * v:.0f}%"
+
+
+def peers_section(r):
+    op, a = r.get("oidc_provider"), r.get("authenticator")
+    if not op or not a:
+        return "Peers and storage sizes: not in this results file."
+    rs = r["RS256"]
+    lines = ["## Against peers (same run)", "",
+             "| workload | Keygate req/s | Keygate per CPU-s | peer | peer req/s | peer per CPU-s | ratio req/s | ratio per CPU-s |",
+             "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: |"]
+    def row(name, k, peer, p):
+        if p is None:
+            lines.append(f"| {name} | {fmt(k['rps'])} | {fmt(k.get('per_cpu_second'))} | {peer} | not measured | | | |")
+            return
+        lines.append(f"| {name} | {fmt(k['rps'])} | {fmt(k.get('per_cpu_second'))} | {peer} | {fmt(p['rps'])} | {fmt(p.get('per_cpu_second'))} | "
+                     f"{fmt(ratio(k['rps'], p['rps']), 2)}x | {fmt(ratio(k.get('per_cpu_second'), p.get('per_cpu_second')), 2)}x |")
+    row("discovery", rs["discovery"], "oidc-provider 9 (node)", op["discovery"])
+    row("JWKS", rs["jwks"], "oidc-provider 9 (node)", op["jwks"])
+    row("refresh grant, RS256", rs["refresh"], "oidc-provider 9 (node)", op["refresh"])
+    row("auth check, valid session, Redis", a["auth_check"], "nginx `auth_request` to a constant 200", a["nginx_auth_request"])
+    row("auth check, valid session, Redis", a["auth_check"], "Apache mod_auth_openidc", a.get("mod_auth_openidc"))
+    ac = a["auth_check"]
+    sq, rd = r.get("sqlite_families") or {}, r.get("redis_sessions") or {}
+    shape = (rd.get("shape") or [{}])[0]
+    fam = ", ".join(f"{x['kind']} ({x['data_bytes']} B of JSON)" for x in sq.get("rows_per_family", [])) or "n/a"
+    lines += ["",
+              "- oidc-provider 9 from `interop/node_modules`, in one node process (`bench/peers/oidc_provider.mjs`, reusing",
+              "  `interop/lib/upstream-idp.mjs`: in-memory adapter, development login/consent pages), CPU-seconds of that process.",
+              "  Its refresh token comes from one login + consent with `offline_access` and `prompt=consent` (PKCE S256);",
+              "  **refresh-token rotation is off** (`rotateRefreshToken: false`) so that one token is replayed, as Keygate's",
+              "  reuse window replays one. Its answer carries one RS256 JWT (the ID token; its access token is opaque, stored in",
+              "  memory), Keygate's two (ID and access token), so per CPU-second Keygate signs twice as much per answer.",
+              f"  Resident memory of the node process after the run: {fmt(op.get('rss_bytes', 0) / 1048576, 1)} MiB.",
+              "- Auth check: `keygate authenticator` with a Redis session store, one session made by the nginx-less sign-in",
+              "  (`/dex-authenticator/sign_in` with a `Host` header, the provider's form, `/dex-authenticator/callback`), then",
+              "  `wrk` GETs `/dex-authenticator/auth` with the session cookie and `Host` set (all answers 200: "
+              f"{ac.get('non_2xx', 0)} non-2xx). During it Redis used {fmt(ac.get('redis_cpu_seconds'), 2)} CPU-s and the provider "
+              f"{fmt(ac.get('provider_cpu_seconds'), 2)} CPU-s (not counted in the per-CPU-second column).",
+              f"  The authenticator's own `/healthz` reached {fmt(a['auth_plain_200']['rps'])} req/s "
+              f"({fmt(a['auth_plain_200'].get('per_cpu_second'))} per CPU-s): the check runs at "
+              f"{pct(ratio(ac['rps'], a['auth_plain_200']['rps']))} of it.",
+              "- nginx ceiling: nginx (`worker_processes auto`, access log off) with `auth_request` to an `internal` location",
+              "  answering a constant 200, then `return 200`: the cheapest possible auth subrequest, no cookie, no store; CPU of",
+              "  master and workers. It is an upper bound for any nginx-based check, not a like-for-like peer.",
+              "- Apache mod_auth_openidc: **not measured** (not installed and configured within this harness's budget).",
+              "",
+              "## Storage",
+              "",
+              f"- **Redis, per 100k authenticator sessions:** {fmt((rd.get('bytes_per_100k') or 0) / 1048576, 1)} MiB of `used_memory` "
+              f"({fmt((rd.get('bytes_per_100k') or 0) / 100_000)} B each). Measured by copying the shape of the real session key left by",
+              f"  the sign-in above ({rd.get('keys_per_session', 'n/a')} key per session, {shape.get('key_len', 'n/a')}-character key, {shape.get('strlen', 'n/a')}-byte value, TTL {shape.get('ttl', 'n/a')} s)",
+              f"  into Redis {rd.get('sessions_inserted', 'n/a'):,} times with random values through `redis-cli --pipe`, and reading `INFO memory` before and after.",
+              f"- **SQLite, per 100k refresh-token families:** {fmt((sq.get('bytes_per_100k') or 0) / 1048576, 1)} MiB of database file "
+              f"({fmt((sq.get('bytes_per_100k') or 0) / 100_000)} B each). The rows one login with `offline_access` added to the",
+              f"  `objects` table ({fam}) cloned {sq.get('families_inserted', 'n/a'):,} times with fresh ids into a copy of the database (python",
+              "  sqlite3, indexes included); the used authorization code (kept until it expires) and the login limiter's row are left out.",
+              ]
+    return "\n".join(lines) + "\n"
 
 
 def report(r, out_dir, smoke):
@@ -271,8 +391,7 @@ ES256 signature {fmt(lim.get('sign_ES256_per_sec'))}/s, bcrypt cost 10 compare {
   (cores - 1), so other endpoints keep a core.
 - Resident memory of the RS256 server after the run: {fmt(rs.get('rss_bytes', 0) / 1048576, 1)} MiB.
 
-Not measured yet (the benchmark issue): `oidc-provider` as a peer, the authenticator against mod_auth_openidc and
-nginx's constant-200 ceiling, memory per 100k refresh-token families and per 100k sessions.
+{peers_section(r)}
 
 ![chart](benchmarks.svg)
 """
@@ -289,6 +408,23 @@ nginx's constant-200 ceiling, memory per 100k refresh-token families and per 100
         w = 0 if v is None else min(v, 1.5) * 300
         svg.append(f'<text x="10" y="{y + 15}">{label}</text><rect x="260" y="{y + 3}" width="{w:.0f}" height="16" fill="#4f46e5"/>'
                    f'<line x1="560" y1="{y}" x2="560" y2="{y + 22}" stroke="#999" stroke-dasharray="3"/><text x="{265 + w:.0f}" y="{y + 15}">{pct(v)}</text>')
+    op, au = r.get("oidc_provider"), r.get("authenticator")
+    peer_bars = []
+    if op and au:
+        per = lambda x: x.get("per_cpu_second")
+        peer_bars = [("discovery / oidc-provider", ratio(per(rs["discovery"]), per(op["discovery"]))),
+                     ("JWKS / oidc-provider", ratio(per(rs["jwks"]), per(op["jwks"]))),
+                     ("refresh RS256 / oidc-provider", ratio(per(rs["refresh"]), per(op["refresh"]))),
+                     ("auth check / nginx constant 200", ratio(per(au["auth_check"]), per(au["nginx_auth_request"])))]
+        top = 35 + 30 * len(bars) + 10
+        svg.append(f'<text x="10" y="{top + 15}" font-weight="bold">Keygate per CPU-second as a multiple of the peer\'s (dashed: 1x)</text>')
+        scale = 300 / max([2.0] + [v for _, v in peer_bars if v])
+        for i, (label, v) in enumerate(peer_bars):
+            y = top + 25 + 30 * i
+            w = 0 if v is None else v * scale
+            svg.append(f'<text x="10" y="{y + 15}">{label}</text><rect x="260" y="{y + 3}" width="{w:.0f}" height="16" fill="#059669"/>'
+                       f'<line x1="{260 + scale:.0f}" y1="{y}" x2="{260 + scale:.0f}" y2="{y + 22}" stroke="#999" stroke-dasharray="3"/><text x="{265 + w:.0f}" y="{y + 15}">{fmt(v, 2)}x</text>')
+        svg[0] = svg[0].replace('height="%d"' % (40 + 30 * len(bars)), 'height="%d"' % (40 + 30 * len(bars) + 35 + 30 * len(peer_bars)))
     svg.append("</svg>")
     open(os.path.join(out_dir, "benchmarks.svg"), "w").write("\n".join(svg))
 
