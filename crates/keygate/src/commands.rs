@@ -257,26 +257,26 @@ fn check_config(path: &std::path::Path) -> Result<()> {
     let config = keygate_config::load(path)?;
     let p = &config.provider;
     let files = config.sources.len();
-    println!(
+    out!(
         "configuration OK ({files} file{})",
         if files == 1 { "" } else { "s" }
     );
-    println!("  issuer         {}", p.issuer);
-    println!(
+    out!("  issuer         {}", p.issuer);
+    out!(
         "  listen         {}{}",
         p.listen,
         if p.tls.is_some() { " (TLS)" } else { "" }
     );
-    println!("  storage        {}", storage_label(&p.storage));
-    println!(
+    out!("  storage        {}", storage_label(&p.storage));
+    out!(
         "  signing        {} keys, rotated every {}s",
         p.signing.algorithm.as_str(),
         p.signing.rotation_period
     );
-    println!("  idTokenTTL     {}s", p.id_token_ttl);
+    out!("  idTokenTTL     {}s", p.id_token_ttl);
     let r = p.refresh;
     let opt = |v: Option<i64>| v.map_or_else(|| "never".to_string(), |s| format!("{s}s"));
-    println!(
+    out!(
         "  refresh tokens reuseInterval {}s, validIfNotUsedFor {}, absoluteLifetime {}, rotation {}",
         r.reuse_interval,
         opt(r.valid_if_not_used_for),
@@ -284,7 +284,7 @@ fn check_config(path: &std::path::Path) -> Result<()> {
         if r.disable_rotation { "off" } else { "on" }
     );
     if r.revoke_on_reuse || r.max_sessions_per_client.is_some() {
-        println!(
+        out!(
             "                 revokeOnReuse {}, maxSessionsPerClient {}",
             r.revoke_on_reuse,
             r.max_sessions_per_client
@@ -292,7 +292,7 @@ fn check_config(path: &std::path::Path) -> Result<()> {
         );
     }
     let b = &p.brute_force;
-    println!(
+    out!(
         "  brute force    {} attempts per user, one more every {}s; {} failures per address, one more every {}s; {} trusted prox{}",
         b.attempts,
         b.refill_every,
@@ -306,22 +306,23 @@ fn check_config(path: &std::path::Path) -> Result<()> {
         }
     );
     match p.lockout {
-        Some(l) => println!(
+        Some(l) => out!(
             "  lockout        after {} failed logins in a row, for {}s",
-            l.max_attempts, l.lock_duration
+            l.max_attempts,
+            l.lock_duration
         ),
-        None => println!("  lockout        off"),
+        None => out!("  lockout        off"),
     }
-    println!("  users          {}", config.users.len());
+    out!("  users          {}", config.users.len());
     for u in &config.users {
-        println!(
+        out!(
             "    {} <{}> groups: [{}]",
             u.name,
             u.email,
             u.groups.join(", ")
         );
     }
-    println!("  clients        {}", config.clients.len());
+    out!("  clients        {}", config.clients.len());
     for c in &config.clients {
         let kind = client_kind(c);
         let kube = if c.allow_access_to_kubernetes {
@@ -329,14 +330,14 @@ fn check_config(path: &std::path::Path) -> Result<()> {
         } else {
             ""
         };
-        println!(
+        out!(
             "    {} ({kind}{kube}) redirect URIs: {}",
             c.id,
             c.redirect_uris.len()
         );
     }
     for w in &config.warnings {
-        println!("warning: {w}");
+        out!("warning: {w}");
     }
     Ok(())
 }
@@ -370,7 +371,7 @@ fn hash_password(cost: u32) -> Result<()> {
     if password.len() > 72 {
         bail!("bcrypt uses only the first 72 bytes of a password; use a shorter one");
     }
-    println!("{}", bcrypt::hash(password, cost)?);
+    out!("{}", bcrypt::hash(password, cost)?);
     Ok(())
 }
 
@@ -401,16 +402,20 @@ async fn sessions(cmd: SessionsCommand) -> Result<()> {
             let list = sessions::list(&store, user.as_deref(), now).await?;
             if json {
                 for s in &list {
-                    println!("{}", serde_json::to_string(s)?);
+                    out!("{}", serde_json::to_string(s)?);
                 }
                 return Ok(());
             }
-            println!(
+            out!(
                 "{:<24} {:<28} {:<32} {:<12} {:<12} EXPIRES",
-                "ID", "USER", "CLIENT", "CREATED", "LAST USED"
+                "ID",
+                "USER",
+                "CLIENT",
+                "CREATED",
+                "LAST USED"
             );
             for s in &list {
-                println!(
+                out!(
                     "{:<24} {:<28} {:<32} {:<12} {:<12} {}",
                     s.id,
                     s.email,
@@ -420,7 +425,7 @@ async fn sessions(cmd: SessionsCommand) -> Result<()> {
                     time_label(s.expires_at)
                 );
             }
-            println!("{} session(s); times are unix seconds", list.len());
+            out!("{} session(s); times are unix seconds", list.len());
         }
         SessionsCommand::Revoke { config, id, user } => {
             let store = open_configured_store(&config).await?;
@@ -428,11 +433,11 @@ async fn sessions(cmd: SessionsCommand) -> Result<()> {
                 if !sessions::revoke_id(&store, &id).await? {
                     bail!("no session {id}");
                 }
-                println!("revoked session {id}");
+                out!("revoked session {id}");
             }
             if let Some(user) = user {
                 let n = sessions::revoke_user(&store, &user).await?;
-                println!("revoked {n} session(s) of {user}");
+                out!("revoked {n} session(s) of {user}");
             }
         }
     }
@@ -464,9 +469,12 @@ async fn users(cmd: UsersCommand) -> Result<()> {
     match cmd {
         UsersCommand::List { .. } => {
             let users = accounts::expiry_view(&store, LOCAL_CONNECTOR, &config.users).await?;
-            println!(
+            out!(
                 "{:<20} {:<32} {:<24} {:<12} LOCK",
-                "NAME", "EMAIL", "GROUPS", "EXPIRES"
+                "NAME",
+                "EMAIL",
+                "GROUPS",
+                "EXPIRES"
             );
             for u in &users {
                 let state = store
@@ -496,7 +504,7 @@ async fn users(cmd: UsersCommand) -> Result<()> {
                         }
                     },
                 );
-                println!(
+                out!(
                     "{:<20} {:<32} {:<24} {:<12} {lock}",
                     u.name,
                     u.email,
@@ -504,7 +512,7 @@ async fn users(cmd: UsersCommand) -> Result<()> {
                     expires
                 );
             }
-            println!("{} user(s); times are unix seconds", users.len());
+            out!("{} user(s); times are unix seconds", users.len());
         }
         UsersCommand::Lock { duration, .. } => {
             let u = find(user.as_deref().unwrap_or_default())?;
@@ -524,14 +532,14 @@ async fn users(cmd: UsersCommand) -> Result<()> {
             )
             .await?;
             match until {
-                Some(t) => println!("locked {} until {t} (unix seconds)", u.email),
-                None => println!("locked {} until unlocked", u.email),
+                Some(t) => out!("locked {} until {t} (unix seconds)", u.email),
+                None => out!("locked {} until unlocked", u.email),
             }
         }
         UsersCommand::Unlock { .. } => {
             let u = find(user.as_deref().unwrap_or_default())?;
             accounts::unlock(&store, &UserState::id_for(LOCAL_CONNECTOR, &u.name), now).await?;
-            println!("unlocked {}", u.email);
+            out!("unlocked {}", u.email);
         }
     }
     Ok(())
@@ -542,7 +550,7 @@ async fn clients(cmd: ClientsCommand) -> Result<()> {
     match cmd {
         ClientsCommand::List { config } => {
             let config = keygate_config::load(&config)?;
-            println!("{:<44} {:<14} {:<6} REDIRECT URIS", "ID", "TYPE", "K8S");
+            out!("{:<44} {:<14} {:<6} REDIRECT URIS", "ID", "TYPE", "K8S");
             for c in &config.clients {
                 let kind = client_kind(c);
                 let kube = if c.allow_access_to_kubernetes {
@@ -550,7 +558,7 @@ async fn clients(cmd: ClientsCommand) -> Result<()> {
                 } else {
                     "-"
                 };
-                println!(
+                out!(
                     "{:<44} {:<14} {:<6} {}",
                     c.id,
                     kind,
@@ -558,7 +566,7 @@ async fn clients(cmd: ClientsCommand) -> Result<()> {
                     c.redirect_uris.join(" ")
                 );
             }
-            println!(
+            out!(
                 "{:<44} {:<14} {:<6} (built-in audience of kube-apiserver)",
                 keygate_oidc::KUBERNETES_CLIENT_ID,
                 "audience",
@@ -578,12 +586,12 @@ async fn clients(cmd: ClientsCommand) -> Result<()> {
                 bail!("{} is a public client: it has no secret", spec.id);
             }
             if let Some(secret) = &spec.secret {
-                println!("{}", secret.expose());
+                out!("{}", secret.expose());
                 return Ok(());
             }
             let store = store_of(&config).await?;
             match store.get::<GeneratedClientSecret>(&spec.id).await? {
-                Some(s) => println!("{}", s.secret),
+                Some(s) => out!("{}", s.secret),
                 None => bail!(
                     "no secret was generated for {} yet: start `keygate serve` once",
                     spec.id

@@ -148,7 +148,7 @@ pub async fn run(args: LoginArgs) -> Result<()> {
     if let Some(c) = &cached
         && c.expiry - EXPIRY_MARGIN > now()
     {
-        println!("{}", credential(c));
+        out!("{}", credential(c));
         return Ok(());
     }
 
@@ -211,7 +211,7 @@ pub async fn run(args: LoginArgs) -> Result<()> {
         refresh_token: answer.refresh_token,
     };
     write_private(&cache_path, &serde_json::to_vec(&cache)?)?;
-    println!("{}", credential(&cache));
+    out!("{}", credential(&cache));
     Ok(())
 }
 

@@ -1,5 +1,7 @@
 //! `keygate`: an OpenID Connect provider and authenticating gateway for Kubernetes.
 
+#[macro_use]
+mod output;
 mod cli;
 mod commands;
 mod logging;

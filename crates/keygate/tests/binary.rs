@@ -317,6 +317,25 @@ fn check_config_names_file_document_and_field() {
 }
 
 #[test]
+fn output_into_a_closed_pipe_stops_quietly() {
+    // `keygate check-config | head -1`: the reader is gone before the command writes.
+    let dir = temp_dir("pipe");
+    let good = config(&dir, 5556, "http", "");
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&good)
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
 fn hash_password_round_trip_and_usage_errors() {
     use std::io::Write;
     let mut child = Command::new(BIN)
