@@ -3,7 +3,7 @@
 //! the provider and back to `/callback` (or Crowd's password form), the ID token's `sub`, `email`,
 //! `name`, `preferred_username` and `groups`, the allow lists (orgs and teams, groups,
 //! workspaces), pagination, refreshes that go back to the provider (GitLab's rotating refresh
-//! token), refusals as clear 403 pages (401 forms for Crowd), and outages as 503 pages while the
+//! token), refusals as clear 403 pages (a wrong Crowd password: the form again, 401), and outages as 503 pages while the
 //! other sign-in methods keep working.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -876,9 +876,11 @@ async fn crowd_password_logins_groups_and_refresh() {
         &crowd_login(&app, "crowd", "carl", "carl-crowd-pw").await,
         "inactive user",
     );
-    assert_invalid_form(
+    // The right password but none of the allowed groups: say so (403), as Dex's error page does.
+    assert_refused_page(
         &crowd_login(&app, "crowd", "bob", "bob-crowd-pw").await,
-        "user in none of the allowed groups",
+        "Crowd",
+        "the user is in none of the allowed Crowd groups",
     );
 
     // A refresh re-reads the user and the groups at Crowd.

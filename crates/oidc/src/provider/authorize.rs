@@ -230,7 +230,13 @@ impl Provider {
             })?;
             match upstream.login_password(raw_login.trim(), password).await {
                 Ok(result) => result,
-                Err(crate::ConnectorError::Refused(_)) => None,
+                Err(e @ crate::ConnectorError::Refused(_)) => {
+                    // Connectors refuse only after the password checked out (wrong passwords are
+                    // `Ok(None)`): say why, as for redirect connectors, and do not count a failure.
+                    self.store.give_back(&bucket, now, bf.refill_every).await?;
+                    audit("refused");
+                    return Err(super::upstream::upstream_error(upstream.display_name(), e));
+                }
                 Err(crate::ConnectorError::Unavailable(reason)) => {
                     // Not the user's fault: the attempt does not count.
                     self.store.give_back(&bucket, now, bf.refill_every).await?;
