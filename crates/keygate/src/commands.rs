@@ -336,6 +336,15 @@ fn check_config(path: &std::path::Path) -> Result<()> {
             c.redirect_uris.len()
         );
     }
+    let mut builtin: Vec<_> = keygate_server::builtin_clients(&config)
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    builtin.push(format!(
+        "{} (audience of kube-apiserver)",
+        keygate_oidc::KUBERNETES_CLIENT_ID
+    ));
+    out!("  built-in       {}", builtin.join(", "));
     for w in &config.warnings {
         out!("warning: {w}");
     }
@@ -551,8 +560,13 @@ async fn clients(cmd: ClientsCommand) -> Result<()> {
         ClientsCommand::List { config } => {
             let config = keygate_config::load(&config)?;
             out!("{:<44} {:<14} {:<6} REDIRECT URIS", "ID", "TYPE", "K8S");
-            for c in &config.clients {
-                let kind = client_kind(c);
+            let builtin = keygate_server::builtin_clients(&config);
+            for c in config.clients.iter().chain(&builtin) {
+                let kind = if builtin.iter().any(|b| b.id == c.id) {
+                    "built-in"
+                } else {
+                    client_kind(c)
+                };
                 let kube = if c.allow_access_to_kubernetes {
                     "yes"
                 } else {
@@ -563,7 +577,11 @@ async fn clients(cmd: ClientsCommand) -> Result<()> {
                     c.id,
                     kind,
                     kube,
-                    c.redirect_uris.join(" ")
+                    if c.redirect_uris.is_empty() && c.public {
+                        "(any loopback address; device flow)".to_string()
+                    } else {
+                        c.redirect_uris.join(" ")
+                    }
                 );
             }
             out!(

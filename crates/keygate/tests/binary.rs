@@ -313,6 +313,10 @@ fn check_config_names_file_document_and_field() {
         text.contains("jane <jane@example.com> groups: [devs, everyone]"),
         "{text}"
     );
+    assert!(
+        text.contains("built-in       keygate-login, kubernetes"),
+        "{text}"
+    );
     assert!(!text.contains("app-secret"), "secrets are never printed");
 }
 
@@ -848,7 +852,15 @@ async fn generated_client_secret_is_shown_and_works() {
         .arg(&cfg)
         .output()
         .unwrap();
-    assert!(String::from_utf8_lossy(&listed.stdout).contains("dex-client-nosecret@web"));
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert!(listed.contains("dex-client-nosecret@web"), "{listed}");
+    // The clients Keygate adds itself are listed too.
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with("keygate-login ") && l.contains("built-in")),
+        "{listed}"
+    );
     server.stop();
 }
 

@@ -53,10 +53,7 @@ pub async fn build_provider(config: &Config, clock: Arc<dyn Clock>) -> Result<Bu
     let keys =
         KeyManager::start(store.clone(), settings.signing, settings.id_token_ttl, now).await?;
     let mut specs = config.clients.clone();
-    specs.extend(kubeconfig_clients(
-        &settings.issuer,
-        !settings.kubeconfig_generator.is_empty(),
-    ));
+    specs.extend(builtin_clients(config));
     let (mut clients, generated_secrets) = ClientRegistry::build(&specs, &store, now).await?;
     if settings.demo {
         clients.insert(Client {
@@ -103,8 +100,12 @@ pub const KUBECONFIG_CLIENT_ID: &str = "kubeconfig-generator";
 /// device flow, like Dex's rules for public clients without redirect URIs.
 pub const LOGIN_CLIENT_ID: &str = "keygate-login";
 
-/// Both may request tokens for kube-apiserver (`aud` gains `kubernetes`).
-fn kubeconfig_clients(issuer: &str, generator: bool) -> Vec<keygate_config::ClientSpec> {
+/// The clients Keygate adds to the configured ones: `keygate login`'s, and the kubeconfig
+/// generator's when clusters are configured. Both may request tokens for kube-apiserver
+/// (`aud` gains `kubernetes`).
+pub fn builtin_clients(config: &Config) -> Vec<keygate_config::ClientSpec> {
+    let issuer = &config.provider.issuer;
+    let generator = !config.provider.kubeconfig_generator.is_empty();
     let client = |id: &str, name: &str, redirect_uris: Vec<String>| keygate_config::ClientSpec {
         id: id.into(),
         legacy_id: None,

@@ -13,7 +13,8 @@ mod state;
 
 pub use axum::Router;
 pub use build::{
-    BuildError, Built, KUBECONFIG_CLIENT_ID, LOGIN_CLIENT_ID, build_provider, open_store,
+    BuildError, Built, KUBECONFIG_CLIENT_ID, LOGIN_CLIENT_ID, build_provider, builtin_clients,
+    open_store,
 };
 pub use handlers::router;
 pub use pages::Pages;
