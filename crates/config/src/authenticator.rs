@@ -236,7 +236,10 @@ pub(crate) fn dex_authenticator(
             .map(|(i, r)| IpNet::parse(r).map_err(|e| doc.err(&format!("{field}[{i}]"), e)))
             .collect()
     };
+    // Where each application came from, for errors: (domain field, signOutURL field).
+    let mut fields: Vec<(String, String)> = Vec::new();
     if let Some(domain) = &spec.application_domain {
+        fields.push(("spec.applicationDomain".into(), "spec.signOutURL".into()));
         apps.push(Application {
             domain: domain.clone(),
             sign_out_url: spec.sign_out_url.clone(),
@@ -248,6 +251,10 @@ pub(crate) fn dex_authenticator(
         ("spec.applications", &spec.applications),
     ] {
         for (i, a) in list.iter().enumerate() {
+            fields.push((
+                format!("{field}[{i}].domain"),
+                format!("{field}[{i}].signOutURL"),
+            ));
             apps.push(Application {
                 domain: a.domain.clone(),
                 sign_out_url: a.sign_out_url.clone(),
@@ -264,21 +271,18 @@ pub(crate) fn dex_authenticator(
             "is required (or spec.applications in v2alpha1)",
         ));
     }
-    for (i, a) in apps.iter().enumerate() {
+    for (a, (domain_field, sign_out_field)) in apps.iter().zip(&fields) {
         let ok = !a.domain.is_empty()
             && url::Url::parse(&format!("https://{}/", a.domain))
                 .is_ok_and(|u| u.path() == "/" && u.host_str().is_some());
         if !ok {
-            return Err(doc.err(
-                &format!("spec.applications[{i}].domain"),
-                format!("{:?} is not a host name", a.domain),
-            ));
+            return Err(doc.err(domain_field, format!("{:?} is not a host name", a.domain)));
         }
         if let Some(u) = &a.sign_out_url
             && !u.starts_with('/')
         {
             url::Url::parse(u)
-                .map_err(|e| doc.err("spec.signOutURL", format!("not a URL or a path: {e}")))?;
+                .map_err(|e| doc.err(sign_out_field, format!("not a URL or a path: {e}")))?;
         }
     }
     if spec.node_selector.is_some()

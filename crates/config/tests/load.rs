@@ -277,3 +277,42 @@ fn postgres_url_from_a_file() {
         "the URL holds a password: never in Debug"
     );
 }
+
+#[test]
+fn authenticator_errors_name_the_application_they_are_in() {
+    let doc = |spec: &str| {
+        format!(
+            "apiVersion: deckhouse.io/v1\nkind: DexAuthenticator\nmetadata: {{name: app, namespace: web}}\nspec:\n{spec}  secret: s\n---\napiVersion: keygate.io/v1alpha1\nkind: AuthenticatorConfig\nspec:\n  issuer: http://127.0.0.1:5556/\n  cookieSecret: \"0123456789abcdef0123456789abcdef\"\n  sessionStore: {{type: memory}}\n"
+        )
+    };
+    let cases = [
+        (
+            "  applicationDomain: \"bad/host\"\n",
+            "spec.applicationDomain",
+        ),
+        (
+            "  applicationDomain: ok.example.com\n  additionalApplications:\n  - {domain: a.example.com}\n  - {domain: \"b c\"}\n",
+            "spec.additionalApplications[1].domain",
+        ),
+        (
+            "  applications:\n  - {domain: a.example.com}\n  - {domain: b.example.com, signOutURL: \"::nope\"}\n",
+            "spec.applications[1].signOutURL",
+        ),
+        (
+            "  applicationDomain: ok.example.com\n  signOutURL: \"::nope\"\n",
+            "spec.signOutURL",
+        ),
+    ];
+    for (spec, field) in cases {
+        let err = keygate_config::load_authenticator(&write("authn", &doc(spec))).unwrap_err();
+        assert_eq!(err.field.as_deref(), Some(field), "{err}");
+    }
+    // And a good one loads.
+    let ok = keygate_config::load_authenticator(&write(
+        "authn-ok",
+        &doc(
+            "  applicationDomain: ok.example.com\n  additionalApplications:\n  - {domain: a.example.com}\n",
+        ),
+    ));
+    assert!(ok.is_ok(), "{:?}", ok.err());
+}
