@@ -1,6 +1,7 @@
 //! Where sessions (sealed ID tokens and claims) live: Redis, shared by nothing but this replica in
 //! Deckhouse's layout, or process memory. Every call is bounded in time: a slow or dead Redis
-//! degrades to the refresh path, it never blocks requests.
+//! never blocks requests. While Redis is down, sessions written then are kept in this process's
+//! memory, so each costs one refresh at the provider, not one per request.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -12,6 +13,9 @@ use tokio::sync::Mutex;
 const STORE_TIMEOUT: Duration = Duration::from_millis(300);
 /// After a failure, how long before we try to reconnect to Redis.
 const RECONNECT_BACKOFF: Duration = Duration::from_secs(1);
+/// Most sessions held in process memory; past it, new ones are not kept (each then costs a
+/// refresh per request) rather than growing without bound.
+const MEMORY_CAPACITY: usize = 100_000;
 
 #[async_trait]
 pub trait SessionStore: Send + Sync + 'static {
@@ -46,8 +50,15 @@ impl SessionStore for MemoryStore {
     async fn put(&self, ticket: &str, value: Vec<u8>, ttl_seconds: u64) {
         let mut entries = self.entries.lock().await;
         let now = Instant::now();
-        if entries.len() > 100_000 {
+        if entries.len() >= MEMORY_CAPACITY && !entries.contains_key(ticket) {
             entries.retain(|_, (_, until)| *until > now);
+            if entries.len() >= MEMORY_CAPACITY {
+                tracing::warn!(
+                    capacity = MEMORY_CAPACITY,
+                    "in-memory session store full; this session is not kept"
+                );
+                return;
+            }
         }
         entries.insert(
             ticket.to_owned(),
@@ -66,6 +77,8 @@ impl SessionStore for MemoryStore {
 
 pub struct RedisStore {
     client: redis::Client,
+    /// Sessions written while Redis could not take them.
+    fallback: MemoryStore,
     conn: Mutex<Option<redis::aio::ConnectionManager>>,
     last_failure: Mutex<Option<Instant>>,
     /// After a failed call, requests skip Redis until then instead of each waiting out a timeout.
@@ -81,6 +94,7 @@ impl RedisStore {
         let client = redis::Client::open(url).map_err(|e| format!("invalid Redis URL: {e}"))?;
         Ok(Self {
             client,
+            fallback: MemoryStore::default(),
             conn: Mutex::new(None),
             last_failure: Mutex::new(None),
             down_until: std::sync::Mutex::new(None),
@@ -164,20 +178,26 @@ impl RedisStore {
 impl SessionStore for RedisStore {
     async fn get(&self, ticket: &str) -> Option<Vec<u8>> {
         let k = key(ticket);
-        self.run("GET", |mut c| async move {
-            redis::cmd("GET")
-                .arg(&k)
-                .query_async::<Option<Vec<u8>>>(&mut c)
-                .await
-        })
-        .await
-        .flatten()
+        let answer = self
+            .run("GET", |mut c| async move {
+                redis::cmd("GET")
+                    .arg(&k)
+                    .query_async::<Option<Vec<u8>>>(&mut c)
+                    .await
+            })
+            .await;
+        match answer {
+            Some(Some(v)) => Some(v),
+            // Missing in Redis, or Redis unreachable: perhaps written during an outage.
+            Some(None) | None => self.fallback.get(ticket).await,
+        }
     }
 
     async fn put(&self, ticket: &str, value: Vec<u8>, ttl_seconds: u64) {
         let k = key(ticket);
         let ttl = ttl_seconds.max(1);
-        let _ = self
+        let kept = value.clone();
+        let stored = self
             .run("SET", |mut c| async move {
                 redis::cmd("SET")
                     .arg(&k)
@@ -188,9 +208,16 @@ impl SessionStore for RedisStore {
                     .await
             })
             .await;
+        if stored.is_some() {
+            // Redis has the newer record; an older copy here must not outlive it.
+            self.fallback.delete(ticket).await;
+        } else {
+            self.fallback.put(ticket, kept, ttl).await;
+        }
     }
 
     async fn delete(&self, ticket: &str) {
+        self.fallback.delete(ticket).await;
         let k = key(ticket);
         let _ = self
             .run("DEL", |mut c| async move {
@@ -205,5 +232,27 @@ impl SessionStore for RedisStore {
         })
         .await
         .is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[tokio::test]
+    async fn memory_store_stays_bounded() {
+        let store = MemoryStore::default();
+        for i in 0..MEMORY_CAPACITY {
+            store.put(&format!("t{i}"), vec![1], 60).await;
+        }
+        store.put("one-too-many", vec![2], 60).await;
+        assert_eq!(store.get("one-too-many").await, None, "not kept when full");
+        // A session already held can still be updated, and expired ones make room.
+        store.put("t0", vec![3], 60).await;
+        assert_eq!(store.get("t0").await, Some(vec![3]));
+        store.put("t1", vec![4], 0).await;
+        store.put("after-expiry", vec![5], 60).await;
+        assert_eq!(store.get("after-expiry").await, Some(vec![5]));
     }
 }
