@@ -9,6 +9,8 @@ pub struct Postgres {
     bin: PathBuf,
     data: PathBuf,
     port: u16,
+    /// The TLS server's certificates, removed with the server.
+    tls_dir: Option<PathBuf>,
 }
 
 #[allow(clippy::unwrap_used)]
@@ -31,6 +33,49 @@ fn as_postgres(cmd: &str) -> std::process::Output {
 impl Postgres {
     #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     pub fn start() -> Self {
+        Self::start_with("")
+    }
+
+    /// A server that also speaks TLS, with a certificate for 127.0.0.1 issued by a throwaway
+    /// CA; returns the CA's PEM file, for `sslrootcert`.
+    #[allow(clippy::unwrap_used, clippy::panic)]
+    pub fn start_tls() -> (Self, PathBuf) {
+        let dir = std::env::temp_dir().join(format!(
+            "keygate-pg-tls-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or_default()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+        let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+        let script = format!(
+            "set -e; cd {d}; \
+             openssl req -x509 {ec} -keyout ca.key -out ca.pem -days 2 -subj /CN=keygate-test-ca; \
+             openssl req {ec} -keyout server.key -out server.csr -subj /CN=127.0.0.1; \
+             openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
+               -out server.pem -days 2 -extfile ext; \
+             chmod 600 server.key; chown postgres:postgres server.key server.pem 2>/dev/null || true",
+            d = dir.display()
+        );
+        let out = Command::new("sh").args(["-c", &script]).output().unwrap();
+        if !out.status.success() {
+            panic!("openssl: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let _ = Command::new("chmod").arg("755").arg(&dir).status();
+        let mut pg = Self::start_with(&format!(
+            " -c ssl=on -c ssl_cert_file={d}/server.pem -c ssl_key_file={d}/server.key",
+            d = dir.display()
+        ));
+        let ca = dir.join("ca.pem");
+        pg.tls_dir = Some(dir);
+        (pg, ca)
+    }
+
+    #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    fn start_with(extra: &str) -> Self {
         let bindir = Command::new("pg_config")
             .arg("--bindir")
             .output()
@@ -69,7 +114,7 @@ impl Postgres {
             String::from_utf8_lossy(&out.stderr)
         );
         let out = as_postgres(&format!(
-            "{}/pg_ctl -D {d}/db -l {d}/log -o \"-c listen_addresses=127.0.0.1 -p {port} -k {d} -c fsync=off\" -w start",
+            "{}/pg_ctl -D {d}/db -l {d}/log -o \"-c listen_addresses=127.0.0.1 -p {port} -k {d} -c fsync=off{extra}\" -w start",
             bin.display(),
             d = data.display()
         ));
@@ -78,7 +123,12 @@ impl Postgres {
             "pg_ctl start: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        Self { bin, data, port }
+        Self {
+            bin,
+            data,
+            port,
+            tls_dir: None,
+        }
     }
 
     /// Stops the server (fast shutdown), keeping its data.
@@ -118,5 +168,8 @@ impl Drop for Postgres {
             self.data.display()
         ));
         let _ = std::fs::remove_dir_all(&self.data);
+        if let Some(dir) = &self.tls_dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
