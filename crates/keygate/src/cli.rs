@@ -146,8 +146,8 @@ pub enum SessionsCommand {
         /// Configuration file or directory (for the storage settings).
         #[arg(long, short, env = "KEYGATE_CONFIG", value_name = "PATH")]
         config: PathBuf,
-        /// The session id (first column of `sessions list`).
-        #[arg(long)]
+        /// The session id (first column of `sessions list`). Ids may start with `-`.
+        #[arg(long, allow_hyphen_values = true)]
         id: Option<String>,
         /// Every session of this user (email or User name).
         #[arg(long)]
@@ -201,4 +201,25 @@ pub enum ClientsCommand {
         /// The client id, e.g. dex-client-grafana@monitoring.
         client_id: String,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+    use super::*;
+
+    #[test]
+    fn session_ids_may_start_with_a_hyphen() {
+        // Ids are base64url: about one in 32 starts with `-`, as copied from `sessions list`.
+        let cli = Cli::try_parse_from([
+            "keygate", "sessions", "revoke", "--config", "k.yaml", "--id", "-nQx3",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Sessions(SessionsCommand::Revoke { id, .. }) => {
+                assert_eq!(id.as_deref(), Some("-nQx3"))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 }
