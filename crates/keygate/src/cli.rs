@@ -67,8 +67,8 @@ Put it behind nginx auth_request (/dex-authenticator/auth) or set spec.upstream 
         /// The OAuth2 client (a public client; Keygate's built-in one is keygate-login).
         #[arg(long, default_value = "keygate-login")]
         client_id: String,
-        /// For confidential clients.
-        #[arg(long, env = "KEYGATE_CLIENT_SECRET")]
+        /// For confidential clients (better from the environment than the command line).
+        #[arg(long, env = "KEYGATE_CLIENT_SECRET", allow_hyphen_values = true)]
         client_secret: Option<String>,
         #[arg(
             long,
@@ -218,6 +218,22 @@ mod tests {
         match cli.command {
             Command::Sessions(SessionsCommand::Revoke { id, .. }) => {
                 assert_eq!(id.as_deref(), Some("-nQx3"))
+            }
+            other => panic!("{other:?}"),
+        }
+        // Generated client secrets are base64url too.
+        let cli = Cli::try_parse_from([
+            "keygate",
+            "login",
+            "--issuer",
+            "https://dex.example.com/",
+            "--client-secret",
+            "-s3cret",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Login { client_secret, .. } => {
+                assert_eq!(client_secret.as_deref(), Some("-s3cret"))
             }
             other => panic!("{other:?}"),
         }
