@@ -200,3 +200,71 @@ async fn a_refused_sign_in_is_reported_to_the_device() {
     let (s, r) = poll(&app, d["device_code"].as_str().unwrap()).await;
     assert_eq!((s, r["error"].as_str()), (400, Some("access_denied")));
 }
+
+/// The client's allowedGroups refuse the user who signs in for the device: the browser says so
+/// and the device's next poll gets `access_denied` (RFC 8628 §3.5), not an endless
+/// `authorization_pending`.
+#[tokio::test]
+async fn a_client_filter_refusal_reaches_the_device() {
+    const OPS_CLI: &str = "dex-client-ops-cli@tools";
+    let manifests = format!(
+        "{}---\napiVersion: deckhouse.io/v1\nkind: DexClient\nmetadata: {{name: ops-cli, namespace: tools}}\nspec: {{public: true, allowedGroups: [ops]}}\n",
+        fixture_manifests()
+    );
+    let app = spawn_app_with("  storage: {type: memory}\n", &manifests, None).await;
+    let d: Value = app
+        .http
+        .post(app.url("device/code"))
+        .form(&[("client_id", OPS_CLI), ("scope", "openid groups")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let user_code = d["user_code"].as_str().unwrap();
+    let device_code = d["device_code"].as_str().unwrap();
+    let r = app
+        .http
+        .post(app.url("device"))
+        .form(&[("user_code", user_code)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    let form = TestApp::location(&r);
+    // jane is in devs and everyone, not ops.
+    let r = app
+        .http
+        .post(&form)
+        .form(&[("login", "jane@example.com"), ("password", "password")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let callback = TestApp::location(&r);
+    assert!(callback.contains("error=access_denied"), "{callback}");
+    let page = app.http.get(&callback).send().await.unwrap();
+    assert_eq!(page.status(), 403);
+    assert!(
+        page.text()
+            .await
+            .unwrap()
+            .contains("You are not allowed to use this application."),
+    );
+    let (s, r) = app
+        .token(
+            None,
+            &[
+                ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
+                ("device_code", device_code),
+                ("client_id", OPS_CLI),
+            ],
+        )
+        .await;
+    assert_eq!(
+        (s, r["error"].as_str()),
+        (400, Some("access_denied")),
+        "{r}"
+    );
+}
