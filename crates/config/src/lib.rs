@@ -19,7 +19,7 @@ pub use authenticator::{
 };
 pub use duration::parse_duration;
 pub use error::ConfigError;
-pub use load::{format_rfc3339, load};
+pub use load::{document_kinds, format_rfc3339, load};
 pub use model::*;
 pub use net::{IpNet, resolve_client_ip};
 pub use password::{MAX_BCRYPT_COST, MIN_BCRYPT_COST, PasswordHash};

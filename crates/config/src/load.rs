@@ -19,6 +19,16 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 }
 
 /// Every document of the file or directory, with its location.
+/// The kinds of the documents at `path`, in order: tells a provider's configuration from an
+/// authenticator's.
+pub fn document_kinds(path: &Path) -> Result<Vec<String>, ConfigError> {
+    Ok(read_documents(path)?
+        .1
+        .into_iter()
+        .map(|d| d.kind)
+        .collect())
+}
+
 pub(crate) fn read_documents(path: &Path) -> Result<(Vec<PathBuf>, Vec<Document>), ConfigError> {
     let files = list_files(path)?;
     let mut docs = Vec::new();

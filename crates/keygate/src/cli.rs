@@ -96,7 +96,8 @@ Put it behind nginx auth_request (/dex-authenticator/auth) or set spec.upstream 
     #[command(
         after_help = "Example:\n  keygate check-config --config /etc/keygate/\n\n\
 Prints what the configuration declares (issuer, storage, limits, users with their groups, clients)\n\
-and warnings for settings that have no effect here. Secrets are never printed."
+and warnings for settings that have no effect here. Secrets are never printed. A `keygate\n\
+authenticator` configuration (DexAuthenticator + AuthenticatorConfig) is checked the same way."
     )]
     CheckConfig {
         /// Configuration file or directory.

@@ -254,6 +254,15 @@ async fn shutdown_signal() {
 }
 
 fn check_config(path: &std::path::Path) -> Result<()> {
+    let kinds = keygate_config::document_kinds(path)?;
+    let has = |k: &str| kinds.iter().any(|x| x == k);
+    let authenticator = has("AuthenticatorConfig");
+    if authenticator {
+        check_authenticator_config(path)?;
+        if !has("KeygateConfig") && !has("ModuleConfig") {
+            return Ok(());
+        }
+    }
     let config = keygate_config::load(path)?;
     let p = &config.provider;
     let files = config.sources.len();
@@ -346,6 +355,47 @@ fn check_config(path: &std::path::Path) -> Result<()> {
     ));
     out!("  built-in       {}", builtin.join(", "));
     for w in &config.warnings {
+        out!("warning: {w}");
+    }
+    Ok(())
+}
+
+/// A `keygate authenticator` configuration (DexAuthenticator + AuthenticatorConfig).
+fn check_authenticator_config(path: &std::path::Path) -> Result<()> {
+    let a = keygate_config::load_authenticator(path)?;
+    let spec = &a.authenticator;
+    out!("authenticator configuration OK");
+    out!("  DexAuthenticator {}/{}", spec.namespace, spec.name);
+    out!("  client         {}", spec.client_id);
+    out!("  issuer         {}", a.issuer);
+    out!("  listen         {}", a.listen);
+    for app in &spec.applications {
+        out!(
+            "  application    https://{}{}",
+            app.domain,
+            if app.whitelist.is_empty() {
+                String::new()
+            } else {
+                format!(" (from {} address range(s) only)", app.whitelist.len())
+            }
+        );
+    }
+    let store = match &a.session_store {
+        keygate_config::SessionStoreConfig::Memory => "memory (sessions end with the process)",
+        keygate_config::SessionStoreConfig::Redis { .. } => "redis",
+    };
+    out!(
+        "  sessions       {store}, kept {}s",
+        spec.keep_users_logged_in_for
+    );
+    out!(
+        "  mode           {}",
+        a.upstream.as_deref().map_or_else(
+            || "nginx auth_request".to_string(),
+            |u| format!("reverse proxy to {u}")
+        )
+    );
+    for w in &a.warnings {
         out!("warning: {w}");
     }
     Ok(())

@@ -318,6 +318,43 @@ fn check_config_names_file_document_and_field() {
         "{text}"
     );
     assert!(!text.contains("app-secret"), "secrets are never printed");
+
+    // A `keygate authenticator` configuration is checked too.
+    let authn = |domain: &str| {
+        format!(
+            "apiVersion: deckhouse.io/v1\nkind: DexAuthenticator\nmetadata: {{name: grafana, namespace: monitoring}}\nspec: {{applicationDomain: \"{domain}\", secret: s}}\n---\napiVersion: keygate.io/v1alpha1\nkind: AuthenticatorConfig\nspec:\n  issuer: http://127.0.0.1:5556/\n  cookieSecret: \"0123456789abcdef0123456789abcdef\"\n  sessionStore: {{type: redis, url: \"redis://:redis-pw@127.0.0.1:6379/0\"}}\n"
+        )
+    };
+    let path = dir.join("authn.yaml");
+    std::fs::write(&path, authn("grafana.example.com")).unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("authenticator configuration OK"), "{text}");
+    assert!(
+        text.contains("client         grafana-monitoring-dex-authenticator"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("redis-pw") && !text.contains("0123456789abcdef"),
+        "secrets are never printed: {text}"
+    );
+    std::fs::write(&path, authn("bad host")).unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("document 1 (DexAuthenticator \"grafana\"): spec.applicationDomain"),
+        "{err}"
+    );
 }
 
 #[test]
