@@ -71,6 +71,8 @@ export async function startUpstream({
     claims,
     scopes: [...new Set(['openid', 'offline_access', ...Object.keys(claims)])],
     features: { devInteractions: { enabled: true } },
+    // PKCE required of every client, confidential ones included: Keygate must send it.
+    pkce: { required: () => true },
     // false: the user's claims go into the ID token of the code flow too (as Keycloak and Dex do);
     // true (oidc-provider's default) leaves them to the userinfo endpoint.
     conformIdTokenClaims,

@@ -20,6 +20,16 @@ struct Discovery {
     jwks_uri: String,
     #[serde(default)]
     userinfo_endpoint: Option<String>,
+    #[serde(default)]
+    code_challenge_methods_supported: Vec<String>,
+}
+
+impl Discovery {
+    fn pkce(&self) -> bool {
+        self.code_challenge_methods_supported
+            .iter()
+            .any(|m| m == "S256")
+    }
 }
 
 pub struct Oidc {
@@ -100,6 +110,15 @@ impl Oidc {
                 Ok(d)
             })
             .await
+    }
+
+    /// The PKCE verifier for one login, derived from its `state` and the client secret: every
+    /// replica computes the same one at the callback, and nobody without the secret can.
+    fn pkce_verifier(&self, state: &str) -> String {
+        keygate_oidc::pkce_s256(&format!(
+            "keygate-pkce\n{}\n{state}",
+            self.spec.client_secret.expose()
+        ))
     }
 
     async fn token(&self, form: &[(&str, &str)]) -> Result<Value, ConnectorError> {
@@ -260,6 +279,13 @@ impl Connector for Oidc {
             .append_pair("response_type", "code")
             .append_pair("scope", &self.spec.scopes.join(" "))
             .append_pair("state", state);
+        if d.pkce() {
+            q.append_pair(
+                "code_challenge",
+                &keygate_oidc::pkce_s256(&self.pkce_verifier(state)),
+            )
+            .append_pair("code_challenge_method", "S256");
+        }
         if let Some(p) = &self.spec.prompt {
             q.append_pair("prompt", p);
         }
@@ -289,13 +315,19 @@ impl Connector for Oidc {
         let code = params
             .get("code")
             .ok_or_else(|| ConnectorError::Refused("no code in the answer".into()))?;
-        let tokens = self
-            .token(&[
-                ("grant_type", "authorization_code"),
-                ("code", code),
-                ("redirect_uri", callback),
-            ])
-            .await?;
+        let verifier = match params.get("state") {
+            Some(state) if self.discovery().await?.pkce() => Some(self.pkce_verifier(state)),
+            _ => None,
+        };
+        let mut form = vec![
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("redirect_uri", callback),
+        ];
+        if let Some(v) = &verifier {
+            form.push(("code_verifier", v));
+        }
+        let tokens = self.token(&form).await?;
         let identity = self.identity(&tokens).await?;
         Ok((
             identity,
