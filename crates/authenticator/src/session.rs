@@ -196,12 +196,12 @@ impl SessionStore for RedisStore {
     async fn put(&self, ticket: &str, value: Vec<u8>, ttl_seconds: u64) {
         let k = key(ticket);
         let ttl = ttl_seconds.max(1);
-        let kept = value.clone();
+        let sealed = value.as_slice();
         let stored = self
             .run("SET", |mut c| async move {
                 redis::cmd("SET")
                     .arg(&k)
-                    .arg(value)
+                    .arg(sealed)
                     .arg("EX")
                     .arg(ttl)
                     .query_async::<()>(&mut c)
@@ -212,7 +212,7 @@ impl SessionStore for RedisStore {
             // Redis has the newer record; an older copy here must not outlive it.
             self.fallback.delete(ticket).await;
         } else {
-            self.fallback.put(ticket, kept, ttl).await;
+            self.fallback.put(ticket, value, ttl).await;
         }
     }
 

@@ -139,12 +139,7 @@ impl Connector for Bitbucket {
         params: &HashMap<String, String>,
     ) -> Result<Upstream, ConnectorError> {
         let tokens = self.oauth.exchange(callback, params).await?;
-        let token = str_of(&tokens, "access_token")
-            .ok_or_else(|| ConnectorError::Refused("no access token".into()))?;
-        Ok((
-            self.identity(&token).await?,
-            str_of(&tokens, "refresh_token"),
-        ))
+        Ok((self.identity(&tokens.access).await?, tokens.refresh))
     }
     async fn refresh(
         &self,
@@ -154,22 +149,11 @@ impl Connector for Bitbucket {
         let refresh_token = data.ok_or_else(|| {
             ConnectorError::Refused("no Bitbucket refresh token kept for this session".into())
         })?;
-        let tokens = self
-            .oauth
-            .token(&[
-                ("grant_type", "refresh_token"),
-                ("refresh_token", refresh_token),
-            ])
-            .await?;
-        let token = str_of(&tokens, "access_token")
-            .ok_or_else(|| ConnectorError::Refused("no access token".into()))?;
-        let fresh = self.identity(&token).await?;
+        let tokens = self.oauth.refresh(refresh_token).await?;
+        let fresh = self.identity(&tokens.access).await?;
         if fresh.user_id != identity.user_id {
             return Err(ConnectorError::Refused("the Bitbucket user changed".into()));
         }
-        Ok((
-            fresh,
-            Some(str_of(&tokens, "refresh_token").unwrap_or_else(|| refresh_token.to_owned())),
-        ))
+        Ok((fresh, tokens.refresh))
     }
 }

@@ -168,9 +168,7 @@ impl Connector for Github {
         callback: &str,
         params: &HashMap<String, String>,
     ) -> Result<Upstream, ConnectorError> {
-        let tokens = self.oauth.exchange(callback, params).await?;
-        let token = str_of(&tokens, "access_token")
-            .ok_or_else(|| ConnectorError::Refused("no access token".into()))?;
+        let token = self.oauth.exchange(callback, params).await?.access;
         Ok((self.identity(&token).await?, Some(token)))
     }
     async fn refresh(

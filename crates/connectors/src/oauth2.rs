@@ -19,6 +19,20 @@ pub struct OAuth2 {
     pub credentials_in_body: bool,
 }
 
+/// What a code exchange or a refresh yields.
+pub struct Tokens {
+    pub access: String,
+    pub refresh: Option<String>,
+}
+
+fn tokens_of(body: &Value) -> Result<Tokens, ConnectorError> {
+    Ok(Tokens {
+        access: str_of(body, "access_token")
+            .ok_or_else(|| ConnectorError::Refused("no access token".into()))?,
+        refresh: str_of(body, "refresh_token"),
+    })
+}
+
 pub fn unavailable(e: impl std::fmt::Display) -> ConnectorError {
     ConnectorError::Unavailable(e.to_string())
 }
@@ -95,7 +109,7 @@ impl OAuth2 {
         &self,
         callback: &str,
         params: &std::collections::HashMap<String, String>,
-    ) -> Result<Value, ConnectorError> {
+    ) -> Result<Tokens, ConnectorError> {
         if let Some(error) = params.get("error") {
             return Err(ConnectorError::Refused(format!(
                 "{error}: {}",
@@ -105,12 +119,29 @@ impl OAuth2 {
         let code = params
             .get("code")
             .ok_or_else(|| ConnectorError::Refused("no code in the answer".into()))?;
-        self.token(&[
-            ("grant_type", "authorization_code"),
-            ("code", code),
-            ("redirect_uri", callback),
-        ])
-        .await
+        let body = self
+            .token(&[
+                ("grant_type", "authorization_code"),
+                ("code", code),
+                ("redirect_uri", callback),
+            ])
+            .await?;
+        tokens_of(&body)
+    }
+
+    /// A refresh grant; a provider that does not rotate keeps the refresh token it was given.
+    pub async fn refresh(&self, refresh_token: &str) -> Result<Tokens, ConnectorError> {
+        let body = self
+            .token(&[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", refresh_token),
+            ])
+            .await?;
+        let tokens = tokens_of(&body)?;
+        Ok(Tokens {
+            refresh: tokens.refresh.or_else(|| Some(refresh_token.to_owned())),
+            ..tokens
+        })
     }
 }
 

@@ -163,7 +163,7 @@ async fn restart_on_the_same_sqlite_file_keeps_tokens_and_keys() {
 #[tokio::test]
 async fn serves_tls_from_certificate_files() {
     let dir = temp_dir("tls");
-    let (cert, key, ca) = make_certificate(&dir);
+    let (cert, key, ca) = common::services::make_certificate(&dir);
     let port = free_port();
     let cfg = config(
         &dir,
@@ -202,81 +202,6 @@ async fn serves_tls_from_certificate_files() {
         web.issuer
     );
     server.stop();
-}
-
-/// A throwaway CA and a server certificate for 127.0.0.1 signed by it (rustls refuses a
-/// self-signed CA certificate used as the server's own).
-fn make_certificate(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    let run = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl is needed to make test certificates");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    run(&[
-        &["req", "-x509"][..],
-        &ec,
-        &[
-            "-days",
-            "1",
-            "-subj",
-            "/CN=keygate test CA",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.crt",
-        ],
-    ]
-    .concat());
-    run(&[
-        &["req"][..],
-        &ec,
-        &[
-            "-subj",
-            "/CN=127.0.0.1",
-            "-keyout",
-            "tls.key",
-            "-out",
-            "tls.csr",
-        ],
-    ]
-    .concat());
-    std::fs::write(
-        dir.join("ext.cnf"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "tls.csr",
-        "-CA",
-        "ca.crt",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "1",
-        "-extfile",
-        "ext.cnf",
-        "-out",
-        "tls.crt",
-    ]);
-    (dir.join("tls.crt"), dir.join("tls.key"), dir.join("ca.crt"))
 }
 
 #[test]
