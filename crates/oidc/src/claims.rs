@@ -40,7 +40,7 @@ pub struct FederatedClaims {
     pub user_id: String,
 }
 
-/// The claims of our ID tokens (and, without `nonce`/`at_hash`, of our access tokens).
+/// The claims of our ID tokens, which are also our access tokens.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IdTokenClaims {
     pub iss: String,
@@ -52,8 +52,6 @@ pub struct IdTokenClaims {
     pub azp: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nonce: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub at_hash: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub c_hash: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
