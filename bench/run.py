@@ -7,7 +7,8 @@ Figures are ratios measured in the same run: against the same binary's plain 200
 compare per login, examples/limits.rs), per CPU-second of the server process, and against peers
 started by the harness (bench/stack.py): oidc-provider 9 in node (bench/peers/oidc_provider.mjs) for
 discovery, JWKS and the RS256 refresh grant; nginx `auth_request` to a constant 200 as the ceiling of
-the authenticator's auth check (Redis sessions). Also Redis memory per 100k sessions and SQLite file
+the authenticator's auth check (Redis sessions), and Apache httpd + mod_auth_openidc (Redis server-side
+sessions, full run only) as a like-for-like peer of it. Also Redis memory per 100k sessions and SQLite file
 size per 100k refresh-token families.
 
   bench/run.py            full run (~4.5 minutes after the build), writes docs/BENCHMARKS.md
@@ -31,6 +32,15 @@ def ensure_wrk():
     sudo = [] if os.geteuid() == 0 else ["sudo"]
     subprocess.run(sudo + ["apt-get", "update", "-qq"], check=True)
     subprocess.run(sudo + ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "wrk"], check=True)
+
+
+def ensure_apache():
+    """Apache httpd and mod_auth_openidc (Debian packages) for the full run's auth-check peer."""
+    if os.path.exists(os.path.join(stack.APACHE_MODULES, "mod_auth_openidc.so")) and os.path.exists(stack.apache_binary()):
+        return
+    sudo = [] if os.geteuid() == 0 else ["sudo"]
+    subprocess.run(sudo + ["apt-get", "update", "-qq"], check=True)
+    subprocess.run(sudo + ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "apache2", "libapache2-mod-auth-openidc"], check=True)
 
 
 def free_port():
@@ -184,6 +194,8 @@ def main():
         return
     secs = 1 if args.smoke else 10
     ensure_wrk()
+    if not args.smoke:
+        ensure_apache()
     target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
     profile = [] if args.smoke else ["--release"]
     build = "debug" if args.smoke else "release"
@@ -248,7 +260,9 @@ def main():
         # The authenticator's auth check (valid session, Redis store) and nginx's auth_request ceiling.
         redis = stack.Redis(tmp)
         servers.append(redis)
-        prov = Keygate(binary, tmp, "RS256", extra=stack.DEX_AUTHENTICATOR, name="authn")
+        # The full run also registers Apache's client (its redirect URI carries Apache's port).
+        apache_port = None if args.smoke else stack.free_port()
+        prov = Keygate(binary, tmp, "RS256", extra=stack.DEX_AUTHENTICATOR + (stack.apache_client(apache_port) if apache_port else ""), name="authn")
         servers.append(prov)
         auth = stack.Authenticator(binary, tmp, prov.issuer, redis)
         servers.append(auth)
@@ -258,6 +272,21 @@ def main():
         a["auth_check"] = measured(auth, auth.url + "dex-authenticator/auth", secs, 32, tmp, lua, also={"redis": redis, "provider": prov})
         a["auth_plain_200"] = measured(auth, auth.url + "healthz", secs, 32, tmp)
         auth.stop()
+        a["mod_auth_openidc"] = None  # smoke runs: not measured (see the report)
+        if apache_port:
+            # Peer: Apache + mod_auth_openidc, a relying party of the same provider, sessions in the
+            # same Redis (database 1: the session-size figure below scans database 0 only).
+            apache = stack.ModAuthOpenidc(tmp, prov.issuer, redis, apache_port)
+            servers.append(apache)
+            cookie = stack.apache_login(apache, prov.issuer)
+            calls = redis.command_calls()
+            m = measured(apache, apache.url, secs, 32, tmp, get_lua({"Cookie": f"{stack.APACHE_COOKIE}={cookie}"}), also={"redis": redis, "provider": prov})
+            n = m["rps"] * secs
+            m["redis_calls_per_request"] = {k: round((v - calls.get(k, 0)) / n, 3) for k, v in redis.command_calls().items()
+                                            if k != "info" and v != calls.get(k, 0)} if n else {}
+            m["versions"] = stack.apache_versions()
+            a["mod_auth_openidc"] = m
+            apache.stop()
         prov.stop()
         results["redis_sessions"] = stack.redis_per_100k(redis, n_mem)
         redis.stop()
@@ -265,7 +294,6 @@ def main():
         servers.append(ngx)
         a["nginx_auth_request"] = measured(ngx, f"http://127.0.0.1:{ngx.port}/", secs, 32, tmp)
         ngx.stop()
-        a["mod_auth_openidc"] = None  # not measured: see the report
     finally:
         for kg in servers:
             kg.stop()
@@ -331,7 +359,7 @@ def peers_section(r):
               "- nginx ceiling: nginx (`worker_processes auto`, access log off) with `auth_request` to an `internal` location",
               "  answering a constant 200, then `return 200`: the cheapest possible auth subrequest, no cookie, no store; CPU of",
               "  master and workers. It is an upper bound for any nginx-based check, not a like-for-like peer.",
-              "- Apache mod_auth_openidc: **not measured** (not installed and configured within this harness's budget).",
+              *apache_lines(a.get("mod_auth_openidc")),
               "",
               "## Storage",
               "",
@@ -345,6 +373,26 @@ def peers_section(r):
               "  sqlite3, indexes included); the used authorization code (kept until it expires) and the login limiter's row are left out.",
               ]
     return "\n".join(lines) + "\n"
+
+
+def apache_lines(m):
+    if not m:
+        return ["- Apache mod_auth_openidc: not measured in this run (smoke runs skip it; the full run installs `apache2` and",
+                "  `libapache2-mod-auth-openidc` and measures it)."]
+    v = m.get("versions") or {}
+    calls = ", ".join(f"{fmt(n, 2)} `{k.upper()}`" for k, n in sorted((m.get("redis_calls_per_request") or {}).items())) or "n/a"
+    return [f"- Apache mod_auth_openidc: Apache {v.get('apache2', '?')} with mod_auth_openidc {v.get('mod_auth_openidc', '?')} (Debian packages),",
+            "  `mpm_event` with Debian's thread settings (StartServers 2, ThreadsPerChild 25, MaxRequestWorkers 150),",
+            "  keep-alive without a per-connection request limit, no access log. A relying party of the same Keygate provider",
+            "  (`OIDCProviderMetadataURL`, its own DexClient, scope `openid email groups`) with `OIDCSessionType server-cache`",
+            "  and `OIDCCacheType redis` on the same Redis (database 1), cache encryption at its default (on), other directives",
+            "  at their defaults (claims passed as headers and environment variables; no userinfo or access-token refresh).",
+            "  One session made by the module's own sign-in (protected URL, the provider's form, `OIDCRedirectURI` with the",
+            "  code and the state cookie), then `wrk` GETs a `<Location>` with `AuthType openid-connect` and `Require valid-user`",
+            f"  that serves a 3-byte static file, with the session cookie only ({m.get('non_2xx', 0)} non-2xx). Redis calls per",
+            f"  request: {calls} (the session and the cached provider metadata). During it Redis used "
+            f"{fmt(m.get('redis_cpu_seconds'), 2)} CPU-s and the provider {fmt(m.get('provider_cpu_seconds'), 2)} CPU-s",
+            "  (not counted); Apache's CPU-seconds are those of the parent and all its child processes."]
 
 
 def report(r, out_dir, smoke):

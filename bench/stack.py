@@ -1,7 +1,7 @@
-"""Peers and the authenticator stack for bench/run.py: oidc-provider (node), Redis, nginx and
-`keygate authenticator`, plus the storage-size figures (Redis per 100k sessions, SQLite per 100k
+"""Peers and the authenticator stack for bench/run.py: oidc-provider (node), Redis, nginx,
+Apache httpd + mod_auth_openidc and `keygate authenticator`, plus the storage-size figures (Redis per 100k sessions, SQLite per 100k
 refresh-token families). Every server is started here on 127.0.0.1 and a free port, stopped by PID."""
-import json, os, secrets, shutil, sqlite3, string, subprocess, time, urllib.parse, urllib.request, http.client, select, socket
+import json, os, secrets, signal, shutil, sqlite3, string, subprocess, time, urllib.parse, urllib.request, http.client, select, socket
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TICK = os.sysconf("SC_CLK_TCK")
@@ -112,6 +112,12 @@ class Redis(Server):
             raise RuntimeError(r.stderr)
         return r.stdout
 
+    def command_calls(self):
+        """{command: calls} from INFO commandstats (all databases)."""
+        out = self.cli("INFO", "commandstats")
+        return {l.split(":", 1)[0][len("cmdstat_"):]: int(l.split("calls=", 1)[1].split(",", 1)[0])
+                for l in out.splitlines() if l.startswith("cmdstat_")}
+
     def used_memory(self):
         info = self.cli("INFO", "memory")
         return int(next(l.split(":")[1] for l in info.splitlines() if l.startswith("used_memory:")))
@@ -173,6 +179,138 @@ spec:
         wait_http(self.url + "healthz", self.proc, self.log)
 
 
+APACHE_CLIENT_SECRET = "apache-bench-secret"
+APACHE_COOKIE = "mod_auth_openidc_session"
+APACHE_MODULES = "/usr/lib/apache2/modules"
+
+
+def apache_client(port):
+    """The provider's DexClient for ModAuthOpenidc on `port` (client id dex-client-apache@bench)."""
+    return f"""---
+apiVersion: deckhouse.io/v1
+kind: DexClient
+metadata: {{name: apache, namespace: bench}}
+spec: {{redirectURIs: ["http://127.0.0.1:{port}/protected/redirect_uri"], secret: {APACHE_CLIENT_SECRET}}}
+"""
+
+
+def apache_binary():
+    return shutil.which("apache2") or "/usr/sbin/apache2"
+
+
+def apache_versions():
+    """Installed versions: {"apache2": ..., "mod_auth_openidc": ...} (Debian package versions)."""
+    r = subprocess.run(["dpkg-query", "-W", "-f", "${Package} ${Version}\\n", "apache2", "libapache2-mod-auth-openidc"], capture_output=True, text=True)
+    v = dict(l.split(" ", 1) for l in r.stdout.splitlines() if " " in l)
+    return {"apache2": v.get("apache2"), "mod_auth_openidc": v.get("libapache2-mod-auth-openidc")}
+
+
+class ModAuthOpenidc(Server):
+    """Apache httpd (mpm_event) + mod_auth_openidc as a relying party of the Keygate provider at
+    `issuer`: server-side sessions in Redis (`redis`, database 1, so the authenticator's keys in
+    database 0 stay apart), a protected location serving a 3-byte static file. Its own ServerRoot,
+    config, pid file and error log in a temp folder; `port` must be the one apache_client(port)
+    registered with the provider. The process group is stopped by PID."""
+
+    def __init__(self, tmp, issuer, redis, port):
+        if not os.path.exists(os.path.join(APACHE_MODULES, "mod_auth_openidc.so")):
+            raise SystemExit("mod_auth_openidc is not installed (apt-get install apache2 libapache2-mod-auth-openidc)")
+        self.port = port
+        d = os.path.join(tmp, f"apache-{port}")
+        os.makedirs(os.path.join(d, "htdocs", "protected"))
+        os.chmod(d, 0o755)
+        if os.geteuid() == 0:  # the children run as www-data: let them through the 0700 mkdtemp folder
+            os.chmod(tmp, os.stat(tmp).st_mode | 0o011)
+        with open(os.path.join(d, "htdocs", "protected", "ok.txt"), "w") as f:
+            f.write("ok\n")
+        self.url = f"http://127.0.0.1:{port}/protected/ok.txt"
+        self.log = os.path.join(d, "error.log")
+        conf = os.path.join(d, "httpd.conf")
+        # Run as root: the children switch to www-data (Debian's user for apache2).
+        user = "User www-data\nGroup www-data\n" if os.geteuid() == 0 else ""
+        mods = ["mpm_event", "authn_core", "authz_core", "authz_user", "auth_openidc"]
+        with open(conf, "w") as f:
+            f.write("".join(f"LoadModule {m}_module {APACHE_MODULES}/mod_{m}.so\n" for m in mods) + f"""ServerRoot {d}
+ServerName 127.0.0.1
+Listen 127.0.0.1:{port}
+PidFile {d}/httpd.pid
+DefaultRuntimeDir {d}
+ErrorLog {self.log}
+LogLevel warn
+{user}# Debian's mods-available/mpm_event.conf
+StartServers 2
+MinSpareThreads 25
+MaxSpareThreads 75
+ThreadLimit 64
+ThreadsPerChild 25
+MaxRequestWorkers 150
+MaxConnectionsPerChild 0
+KeepAlive On
+MaxKeepAliveRequests 0
+DocumentRoot {d}/htdocs
+<Directory />
+  AllowOverride None
+</Directory>
+
+OIDCProviderMetadataURL {issuer}.well-known/openid-configuration
+OIDCClientID dex-client-apache@bench
+OIDCClientSecret {APACHE_CLIENT_SECRET}
+OIDCRedirectURI http://127.0.0.1:{port}/protected/redirect_uri
+OIDCCryptoPassphrase {secrets.token_hex(16)}
+OIDCScope "openid email groups"
+OIDCSessionType server-cache
+OIDCCacheType redis
+OIDCRedisCacheServer 127.0.0.1:{redis.port}
+OIDCRedisCacheDatabase 1
+
+<Location /protected/>
+  AuthType openid-connect
+  Require valid-user
+</Location>
+""")
+        # Apache's own -DFOREGROUND: the parent stays attached; its own session (process group)
+        # so that stop() signals the parent and its children together.
+        self.proc = subprocess.Popen([apache_binary(), "-f", conf, "-DFOREGROUND"], stdout=subprocess.DEVNULL,
+                                     stderr=open(os.path.join(d, "stderr"), "w"), start_new_session=True)
+        for _ in range(400):
+            if self.proc.poll() is not None:
+                raise SystemExit(f"apache exited; see {self.log} and {d}/stderr")
+            try:
+                request("GET", self.url)  # 302 to the provider: the module is up
+                return
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise SystemExit(f"apache did not answer; see {self.log}")
+
+    def cpu(self):
+        """The parent, its live children (the mpm_event processes), and children it already reaped
+        (the parent's cutime + cstime), so a child that exits during a run still counts."""
+        try:
+            fields = open(f"/proc/{self.proc.pid}/stat").read().rsplit(")", 1)[1].split()
+            reaped = (int(fields[13]) + int(fields[14])) / TICK
+        except FileNotFoundError:
+            reaped = 0.0
+        return reaped + sum(proc_cpu(p) for p in tree_pids(self.proc.pid))
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+            except ProcessLookupError:
+                pass
+        # Children that outlived the parent (same process group).
+        if self.proc:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
 DEX_AUTHENTICATOR = f"""---
 apiVersion: deckhouse.io/v1
 kind: DexAuthenticator
@@ -218,6 +356,36 @@ def authenticator_login(auth, issuer):
     assert session, f"callback answered {status} without a session cookie: {cookies}"
     status, _, _, _ = request("GET", auth.url + "dex-authenticator/auth", headers={**host, "Cookie": f"{SESSION_COOKIE}={session}"})
     assert status == 200, f"auth check with the session cookie answered {status}"
+    return session
+
+
+def apache_login(apache, issuer):
+    """mod_auth_openidc's sign-in without a browser: GET the protected URL (302 to the provider's
+    /auth with a state cookie), the provider's login form, then the redirect URI with the code and
+    the state cookie. Returns the session cookie's value (checked: the protected URL answers 200
+    with it alone)."""
+    # A browser's navigation: without an Accept header that takes HTML, the module answers 401
+    # instead of redirecting (it treats the request as a non-browser one).
+    nav = {"Accept": "text/html", "User-Agent": "keygate-bench"}
+    status, h, _, cookies = request("GET", apache.url, headers=nav)
+    assert status in (302, 303), f"apache answered {status} to the protected URL without a session"
+    state_cookies = "; ".join(c.split(";", 1)[0] for c in cookies)
+    url = h["location"]
+    assert url.startswith(issuer), url
+    for _ in range(6):  # the provider's redirects to its login form
+        status, h, body, _ = request("GET", url)
+        if status == 200:
+            break
+        url = urllib.parse.urljoin(url, h["location"])
+    status, h, _, _ = request("POST", url, urllib.parse.urlencode({"login": "jane@example.com", "password": "password"}),
+                              {"Content-Type": "application/x-www-form-urlencoded"})
+    cb = h.get("location", "")
+    assert cb.startswith(f"http://127.0.0.1:{apache.port}/protected/redirect_uri?"), f"login answered {status}: {cb}"
+    status, h, _, cookies = request("GET", cb, headers={**nav, "Cookie": state_cookies})
+    session = next((c.split(";", 1)[0].split("=", 1)[1] for c in cookies if c.startswith(APACHE_COOKIE + "=")), None)
+    assert session, f"redirect URI answered {status} without a session cookie: {cookies}; see {apache.log}"
+    status, _, body, _ = request("GET", apache.url, headers={"Cookie": f"{APACHE_COOKIE}={session}"})
+    assert status == 200, f"protected URL with the session cookie answered {status}; see {apache.log}"
     return session
 
 
