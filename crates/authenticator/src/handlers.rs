@@ -41,7 +41,7 @@ struct SessionCookie {
 
 /// What the store holds (sealed with the per-session key).
 #[derive(Serialize, Deserialize, Clone)]
-struct SessionRecord {
+pub(crate) struct SessionRecord {
     id_token: String,
     email: String,
     user: String,
@@ -205,7 +205,7 @@ fn page(status: StatusCode, title: &str, message: &str) -> Response {
 
 enum Outcome {
     Allowed {
-        record: SessionRecord,
+        record: Arc<SessionRecord>,
         set_cookie: Option<HeaderValue>,
     },
     /// Not logged in (or the login is no longer valid); clear the cookie if there was one.
@@ -241,6 +241,9 @@ async fn authenticate(s: &AuthState, headers: &HeaderMap, peer: Option<SocketAdd
     let Some(raw) = cookie_value(headers, SESSION_COOKIE) else {
         return Outcome::Unauthenticated { clear: false };
     };
+    if let Some(record) = inner.recent.get(raw, inner.clock.now()) {
+        return admit(s, record, None);
+    }
     let cookie: Option<SessionCookie> = (raw.len() <= MAX_COOKIE)
         .then(|| inner.cookies.open(raw))
         .flatten()
@@ -301,6 +304,18 @@ async fn authenticate(s: &AuthState, headers: &HeaderMap, peer: Option<SocketAdd
             }
         }
     };
+    let record = Arc::new(record);
+    if set_cookie.is_none() {
+        // The browser keeps this cookie: later checks in this second reuse what we opened.
+        let until = cookie.e.min(record.exp - inner.settings.refresh_before);
+        inner.recent.put(raw, &cookie.t, record.clone(), now, until);
+    }
+    admit(s, record, set_cookie)
+}
+
+/// The configuration's email and group filters, for a valid session.
+fn admit(s: &AuthState, record: Arc<SessionRecord>, set_cookie: Option<HeaderValue>) -> Outcome {
+    let auth = &s.inner.settings.authenticator;
     if !auth.allowed_emails.is_empty()
         && !auth
             .allowed_emails
@@ -649,6 +664,7 @@ async fn sign_out(
         .and_then(|v| s.inner.cookies.open(v))
         .and_then(|p| serde_json::from_slice(&p).ok());
     if let Some(c) = &cookie {
+        s.inner.recent.forget_ticket(&c.t);
         s.inner.store.delete(&c.t).await;
         s.inner.provider.revoke(&c.r).await;
         tracing::info!(target: "keygate::audit", event = "sign_out", "signed out");

@@ -8,6 +8,7 @@
 mod handlers;
 mod provider_client;
 mod proxy;
+mod recent;
 mod session;
 mod state;
 

@@ -5,8 +5,10 @@ use keygate_config::{AuthenticatorSettings, SessionStoreConfig};
 use keygate_oidc::Clock;
 use tokio::sync::Mutex;
 
+use crate::handlers::SessionRecord;
 use crate::provider_client::ProviderClient;
 use crate::proxy::Upstream;
+use crate::recent::Recent;
 use crate::session::{MemoryStore, RedisStore, SessionStore};
 use keygate_oidc::Sealer;
 
@@ -23,6 +25,8 @@ pub(crate) struct Inner {
     /// Seals the short-lived sign-in state cookie.
     pub states: Sealer,
     pub store: Box<dyn SessionStore>,
+    /// Sessions opened in the current second, by raw cookie.
+    pub recent: Recent<SessionRecord>,
     pub provider: ProviderClient,
     /// One refresh per session at a time in this process.
     pub refreshing: Mutex<HashMap<String, Arc<Mutex<()>>>>,
@@ -50,6 +54,7 @@ pub fn build_state(
             states: Sealer::derive(&secret, "sign-in-state"),
             provider: ProviderClient::new(&settings)?,
             store,
+            recent: Recent::default(),
             refreshing: Mutex::new(HashMap::new()),
             upstream,
             clock,

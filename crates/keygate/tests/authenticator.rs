@@ -471,6 +471,28 @@ async fn nginx_auth_request_login_gives_the_app_identity_and_a_verifiable_id_tok
         "client outside whitelistSourceRanges"
     );
 
+    // A burst of checks for one cookie reads Redis once per second, not once per check.
+    let gets = |stack: &Stack| -> u64 {
+        let stats = stack.redis[0].cli(&["INFO", "commandstats"]);
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix("cmdstat_get:calls="))
+            .and_then(|l| l.split(',').next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    let before = gets(&stack);
+    let started = Instant::now();
+    for _ in 0..20 {
+        let r = stack.auth_check(0, Some(&cookie), "127.0.0.7").await;
+        assert_eq!(r.status(), 200);
+    }
+    let seconds = started.elapsed().as_secs() + 2;
+    let read = gets(&stack) - before;
+    assert!(
+        read <= seconds,
+        "20 checks within {seconds} clock seconds read Redis {read} times"
+    );
+
     // Sign out: cookie cleared, session gone from Redis, refresh token revoked at the provider,
     // back to `rd` on the application (signOutURL is the path routed *to* sign-out, as in Deckhouse).
     assert!(!stack.redis[0].keys("keygate:session:*").is_empty());
