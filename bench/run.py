@@ -6,15 +6,16 @@ Figures are ratios measured in the same run: against the same binary's plain 200
 (/healthz), against in-process limits of the work itself (one signature per refresh, one bcrypt
 compare per login, examples/limits.rs), per CPU-second of the server process, and against peers
 started by the harness (bench/stack.py): oidc-provider 9 in node (bench/peers/oidc_provider.mjs) for
-discovery, JWKS and the RS256 refresh grant; nginx `auth_request` to a constant 200 as the ceiling of
+discovery, JWKS, the RS256 refresh grant and the full authorization-code flow (bench/codeflow.py: whole
+flows from /auth to the token answer, by a python driver instead of wrk); nginx `auth_request` to a constant 200 as the ceiling of
 the authenticator's auth check (Redis sessions), and Apache httpd + mod_auth_openidc (Redis server-side
 sessions, full run only) as a like-for-like peer of it. Also Redis memory per 100k sessions and SQLite file
 size per 100k refresh-token families.
 
-  bench/run.py            full run (~4.5 minutes after the build), writes docs/BENCHMARKS.md
+  bench/run.py            full run (~5 minutes after the build), writes docs/BENCHMARKS.md
   bench/run.py --smoke    1-second runs on the debug build, writes bench/out/ (the test command)
 """
-import stack
+import stack, codeflow
 import argparse, base64, json, os, re, shutil, socket, subprocess, sys, tempfile, time, urllib.parse, urllib.request, http.client
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -168,6 +169,15 @@ def measured(kg, url, seconds, connections, tmp, lua=None, also=()):
     return r
 
 
+def code_flow(client, server, seconds, smoke, name):
+    """bench/codeflow.py's driver against `server` (CPU-seconds of its process, or `server.cpu()`).
+    The smoke run fails on any failed flow; the full run records failures and reports them."""
+    res = codeflow.run(client, server.cpu, seconds)
+    if not res["flows"] or (smoke and res["failures"]):
+        raise SystemExit(f"{name}: authorization-code flows: {res['flows']} succeeded, {res['failures']} failed: {res['errors']}")
+    return res
+
+
 def get_lua(headers):
     return "".join(f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}\n" for k, v in headers.items())
 
@@ -244,6 +254,8 @@ def main():
                 r["discovery_storm_c8"] = wrk(kg.issuer + ".well-known/openid-configuration", secs, 8, tmp, threads=1)
                 storm.wait()
                 r["rss_bytes"] = rss_bytes(kg.proc.pid)
+                # Whole authorization-code flows (one bcrypt compare each), after the figures above.
+                r["code_flow"] = code_flow(codeflow.keygate_client(kg), kg, secs, args.smoke, "Keygate")
             kg.stop()
         # Storage per 100k refresh-token families: the rows of the login above, cloned into a copy.
         results["sqlite_families"] = stack.sqlite_per_100k(servers[0].db, family, tmp, n_mem)
@@ -256,6 +268,8 @@ def main():
         body = urllib.parse.urlencode({"grant_type": "refresh_token", "refresh_token": op.refresh_token})
         p["refresh"] = measured(op, op.issuer + "token", secs, 8, tmp, post_lua(body, {"Authorization": op.authorization}))
         p["rss_bytes"] = rss_bytes(op.proc.pid)
+        # After the refresh figure: its in-memory store (an LRU of 1000 entries) drops old tokens.
+        p["code_flow"] = code_flow(codeflow.oidc_provider_client(op), op, secs, args.smoke, "oidc-provider")
         op.stop()
         # The authenticator's auth check (valid session, Redis store) and nginx's auth_request ceiling.
         redis = stack.Redis(tmp)
@@ -326,6 +340,10 @@ def peers_section(r):
              "| workload | Keygate req/s | Keygate per CPU-s | peer | peer req/s | peer per CPU-s | ratio req/s | ratio per CPU-s |",
              "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: |"]
     def row(name, k, peer, p):
+        if k is None:
+            lines.append(f"| {name} | not measured | | {peer} | {'not measured' if p is None else fmt(p['rps'])} | "
+                         f"{'' if p is None else fmt(p.get('per_cpu_second'))} | | |")
+            return
         if p is None:
             lines.append(f"| {name} | {fmt(k['rps'])} | {fmt(k.get('per_cpu_second'))} | {peer} | not measured | | | |")
             return
@@ -334,6 +352,7 @@ def peers_section(r):
     row("discovery", rs["discovery"], "oidc-provider 9 (node)", op["discovery"])
     row("JWKS", rs["jwks"], "oidc-provider 9 (node)", op["jwks"])
     row("refresh grant, RS256", rs["refresh"], "oidc-provider 9 (node)", op["refresh"])
+    row("full authorization-code flow (flows)", rs.get("code_flow"), "oidc-provider 9 (node)", op.get("code_flow"))
     row("auth check, valid session, Redis", a["auth_check"], "nginx `auth_request` to a constant 200", a["nginx_auth_request"])
     row("auth check, valid session, Redis", a["auth_check"], "Apache mod_auth_openidc", a.get("mod_auth_openidc"))
     ac = a["auth_check"]
@@ -346,8 +365,9 @@ def peers_section(r):
               "  Its refresh token comes from one login + consent with `offline_access` and `prompt=consent` (PKCE S256);",
               "  **refresh-token rotation is off** (`rotateRefreshToken: false`) so that one token is replayed, as Keygate's",
               "  reuse window replays one. Its answer carries one RS256 JWT (the ID token; its access token is opaque, stored in",
-              "  memory), Keygate's two (ID and access token), so per CPU-second Keygate signs twice as much per answer.",
-              f"  Resident memory of the node process after the run: {fmt(op.get('rss_bytes', 0) / 1048576, 1)} MiB.",
+              "  memory), as does Keygate's (its access token is the ID token).",
+              f"  Resident memory of the node process after the refresh run: {fmt(op.get('rss_bytes', 0) / 1048576, 1)} MiB.",
+              "  Its full authorization-code flow is described with Keygate's under the first table.",
               "- Auth check: `keygate authenticator` with a Redis session store, one session made by the nginx-less sign-in",
               "  (`/dex-authenticator/sign_in` with a `Host` header, the provider's form, `/dex-authenticator/callback`), then",
               "  `wrk` GETs `/dex-authenticator/auth` with the session cookie and `Host` set (all answers 200: "
@@ -373,6 +393,43 @@ def peers_section(r):
               "  sqlite3, indexes included); the used authorization code (kept until it expires) and the login limiter's row are left out.",
               ]
     return "\n".join(lines) + "\n"
+
+
+def code_flow_bullet(r):
+    """The bullet under the first table: what one authorization-code flow is on each side."""
+    k, op = r["RS256"].get("code_flow"), (r.get("oidc_provider") or {}).get("code_flow")
+    if not k and not op:
+        return "- **Full authorization-code flow:** not measured in this run (results from before bench/codeflow.py)."
+    lim = r["limits"].get("bcrypt10_verify_per_sec")
+
+    def side(m):
+        if not m:
+            return "not measured"
+        return (f"{fmt(m['flows'])} flows and **{fmt(m['failures'])} failed** in {fmt(m['seconds'], 1)} s, "
+                f"{fmt(m.get('requests_per_flow'), 0)} requests each (`{' -> '.join(m.get('trace') or []) or 'n/a'}`), "
+                f"{fmt(m['cpu_seconds'], 2)} server CPU-s, {fmt(m.get('client_cpu_seconds'), 2)} CPU-s of the python driver")
+    est = ""
+    if op and op.get("per_cpu_second") and lim:
+        est = (f" One bcrypt cost-10 compare at the in-process rate added to each of its flows would bound it at about "
+               f"{fmt(1 / (1 / op['per_cpu_second'] + 1 / lim))} flows per CPU-s (an estimate, not a measurement).")
+    conc = (k or op)["concurrency"]
+    return "\n".join([
+        f"- **Full authorization-code flow** (`bench/codeflow.py`: {conc} virtual users in one python process, stdlib threads,",
+        "  one keep-alive connection each, flows back to back, a fresh cookie jar and fresh PKCE verifier, `state` and",
+        "  `nonce` per flow; latency is that of a whole flow; a flow counts only if every step answered as expected, the",
+        "  redirect carried the code and the same `state`, and the token answer (200) held a refresh token and an ID token",
+        "  with the flow's `nonce`). One flow: `GET /auth` (client `dex-client-app@bench`, scope `openid email groups",
+        "  offline_access`, PKCE S256) -> redirects to the password form -> POST of jane's correct password (**one bcrypt",
+        "  cost-10 compare**) -> 303 to the redirect URI -> `POST /token` (`authorization_code`, `client_secret_basic`,",
+        "  `code_verifier`): one JWT signed (RS256; the access token is the ID token), refresh token and code stored in SQLite; no approval",
+        "  screen (Keygate never shows one). Keygate: " + side(k) + ".",
+        "  oidc-provider: the same scope plus `prompt=consent` (PKCE S256, client `bench`): its development login page",
+        "  (account `jane`), whose password **is not checked** (no bcrypt implementation in `interop/node_modules`; the",
+        "  development interactions accept any password), then its consent page (its default for a new grant: three more",
+        "  requests: page, POST, resume), then `POST /token` as above: ID token",
+        "  signed (RS256), opaque access and refresh tokens, all in its in-memory store (an LRU of 1000 entries). "
+        + side(op) + "." + est,
+    ])
 
 
 def apache_lines(m):
@@ -407,6 +464,11 @@ def report(r, out_dir, smoke):
     row("refresh grant, ES256", es["refresh"], "ES256 signatures/core-s", ratio(es["refresh"].get("per_cpu_second"), lim.get("sign_ES256_per_sec")))
     row("password login, known user (wrong password)", rs["login_known"], "bcrypt compares/core-s", ratio(rs["login_known"].get("per_cpu_second"), lim.get("bcrypt10_verify_per_sec")))
     row("password login, unknown user", rs["login_unknown"], "bcrypt compares/core-s", ratio(rs["login_unknown"].get("per_cpu_second"), lim.get("bcrypt10_verify_per_sec")))
+    cf = rs.get("code_flow")
+    if cf:
+        row("full authorization-code flow (flows)", cf, "bcrypt compares/core-s", ratio(cf.get("per_cpu_second"), lim.get("bcrypt10_verify_per_sec")))
+    else:
+        rows.append("| full authorization-code flow (flows) | not measured | | | | bcrypt compares/core-s | n/a |")
     idle, storm = rs["discovery_idle_c8"], rs["discovery_storm_c8"]
     timing = ratio(rs["login_unknown"]["p50_ms"], rs["login_known"]["p50_ms"])
     text = f"""# Benchmarks
@@ -426,14 +488,15 @@ ES256 signature {fmt(lim.get('sign_ES256_per_sec'))}/s, bcrypt cost 10 compare {
 {chr(10).join(rows)}
 
 - The refresh grant measured is the reuse path of one refresh token (docs/configuration.md, refresh tokens:
-  one storage read per answer); rotations add one compare-and-swap write. Each answer carries **two**
-  signed JWTs, the ID token and the access token (as Dex issues them), so the ceiling is half the
-  one-signature limit: RS256 reaches {pct(ratio(rs["refresh"].get("per_cpu_second"), (lim.get("sign_RS256_per_sec") or 0) / 2))} of it. ES256 signatures are so cheap that HTTP,
-  JSON and SQLite dominate there.
+  one storage read per answer); rotations add one compare-and-swap write. Each answer signs **one** JWT:
+  the access token is the ID token (Dex signs a second JWT with the same claims as its access token), so
+  the ceiling is the one-signature limit. ES256 signatures are so cheap that HTTP, JSON and SQLite
+  dominate there.
 - Logins answer 401 (wrong password) by design here: every attempt is a full bcrypt compare, limits raised so
   none is refused with 429.
 - **Known vs unknown users:** median login time {fmt(rs['login_known']['p50_ms'], 1)} ms vs {fmt(rs['login_unknown']['p50_ms'], 1)} ms
   (ratio {fmt(timing, 2)}): an unknown user costs the same dummy bcrypt compare, so timing reveals nothing.
+{code_flow_bullet(r)}
 - **Discovery during a login storm** (16 concurrent wrong-password logins): p99 {fmt(storm['p99_ms'], 2)} ms vs
   {fmt(idle['p99_ms'], 2)} ms idle ({fmt(ratio(storm['p99_ms'], idle['p99_ms']), 1)}x); bcrypt runs on a bounded pool
   (cores - 1), so other endpoints keep a core.
@@ -448,7 +511,8 @@ ES256 signature {fmt(lim.get('sign_ES256_per_sec'))}/s, bcrypt cost 10 compare {
             ("JWKS / plain 200", ratio(rs["jwks"]["rps"], rs["plain_200"]["rps"])),
             ("refresh RS256 / signature limit", ratio(rs["refresh"].get("per_cpu_second"), lim.get("sign_RS256_per_sec"))),
             ("refresh ES256 / signature limit", ratio(es["refresh"].get("per_cpu_second"), lim.get("sign_ES256_per_sec"))),
-            ("login / bcrypt limit", ratio(rs["login_known"].get("per_cpu_second"), lim.get("bcrypt10_verify_per_sec")))]
+            ("login / bcrypt limit", ratio(rs["login_known"].get("per_cpu_second"), lim.get("bcrypt10_verify_per_sec"))),
+            ("code flow / bcrypt limit", ratio((rs.get("code_flow") or {}).get("per_cpu_second"), lim.get("bcrypt10_verify_per_sec")))]
     svg = ['<svg xmlns="http://www.w3.org/2000/svg" width="640" height="%d" font-family="sans-serif" font-size="13">' % (40 + 30 * len(bars)),
            '<text x="10" y="20" font-weight="bold">Keygate: figures as a share of their limit (per CPU-second)</text>']
     for i, (label, v) in enumerate(bars):
@@ -463,6 +527,7 @@ ES256 signature {fmt(lim.get('sign_ES256_per_sec'))}/s, bcrypt cost 10 compare {
         peer_bars = [("discovery / oidc-provider", ratio(per(rs["discovery"]), per(op["discovery"]))),
                      ("JWKS / oidc-provider", ratio(per(rs["jwks"]), per(op["jwks"]))),
                      ("refresh RS256 / oidc-provider", ratio(per(rs["refresh"]), per(op["refresh"]))),
+                     ("code flow / oidc-provider", ratio(per(rs.get("code_flow") or {}), per(op.get("code_flow") or {}))),
                      ("auth check / nginx constant 200", ratio(per(au["auth_check"]), per(au["nginx_auth_request"])))]
         top = 35 + 30 * len(bars) + 10
         svg.append(f'<text x="10" y="{top + 15}" font-weight="bold">Keygate per CPU-second as a multiple of the peer\'s (dashed: 1x)</text>')

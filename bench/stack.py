@@ -89,6 +89,8 @@ class OidcProvider(Server):
             raise RuntimeError(f"oidc-provider did not start; see {self.log}")
         info = json.loads(line)
         self.issuer, self.refresh_token, self.authorization = info["issuer"], info["refresh_token"], info["authorization"]
+        # The registered client, for bench/codeflow.py's whole flows.
+        self.client_id, self.client_secret, self.redirect_uri = info["client_id"], info["client_secret"], info["redirect_uri"]
 
 
 class Redis(Server):

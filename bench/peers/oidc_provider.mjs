@@ -6,7 +6,9 @@
 // Listens on 127.0.0.1:<port> with an RS256 key, refresh-token rotation OFF (so one refresh token
 // can be replayed, like Keygate's reuse window), logs in once through the login + consent pages
 // with scope `openid offline_access` and prompt=consent (PKCE S256), exchanges the code, then prints
-// one JSON line {issuer, refresh_token, authorization} on stdout and keeps serving until killed.
+// one JSON line {issuer, refresh_token, authorization, client_id, client_secret, redirect_uri} on
+// stdout and keeps serving until killed. bench/codeflow.py then drives whole code flows through the
+// same pages (login of account `jane`, any password: the development login page checks none; consent).
 import { createHash, randomBytes } from 'node:crypto';
 import { startUpstream, signingJwk } from '../../interop/lib/upstream-idp.mjs';
 import { loginViaForm } from '../../interop/lib/keygate.mjs';
@@ -59,5 +61,12 @@ for (let i = 0; i < 2; i++) {
 // The benchmark's requests are not to be kept: upstream-idp.mjs records every request and grant event.
 up.requests.push = () => 0;
 up.events.push = () => 0;
-process.stdout.write(JSON.stringify({ issuer: `${up.issuer}/`, refresh_token: tokens.refresh_token, authorization }) + '\n');
+process.stdout.write(JSON.stringify({
+  issuer: `${up.issuer}/`,
+  refresh_token: tokens.refresh_token,
+  authorization,
+  client_id: client.id,
+  client_secret: client.secret,
+  redirect_uri: client.redirectUris[0],
+}) + '\n');
 process.on('SIGTERM', () => process.exit(0));
