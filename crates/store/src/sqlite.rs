@@ -1,18 +1,140 @@
+//! The embedded default: one SQLite file, WAL mode, shared safely by several processes on one
+//! host.
+//!
+//! Point reads run on the calling thread. In WAL mode a reader never waits for a writer, and a
+//! primary-key lookup takes microseconds: less than handing the query to a database thread and
+//! waking the request again, which cost a refresh grant a fifth of its CPU. A read that finds the
+//! database busy (rare: another process recovering the WAL) is retried on tokio's blocking pool.
+//! Writes and scans always run there, because a write may wait for another process's write
+//! (`busy_timeout`) or checkpoint the WAL to disk, and no request may block on that.
+
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 
 use crate::{Backend, Kind, Record, StoreError, Take, Versioned};
 
-/// The embedded default: one SQLite file, WAL mode, shared safely by several processes on one host.
+/// Several `keygate serve` processes may share the file: wait this long for another writer
+/// instead of failing with SQLITE_BUSY (on the blocking pool only).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Open connections kept for reuse; more may exist at once under load, and are closed after use.
+const IDLE_CONNECTIONS: usize = 8;
+
+/// The schema, idempotent. Databases made by earlier versions (through sqlx's migrator, which
+/// also left a `_sqlx_migrations` table) already have it.
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS objects (
+    kind       TEXT    NOT NULL,
+    id         TEXT    NOT NULL,
+    version    INTEGER NOT NULL,
+    owner      TEXT,
+    expires_at INTEGER,
+    data       TEXT    NOT NULL,
+    PRIMARY KEY (kind, id)
+);
+CREATE INDEX IF NOT EXISTS objects_owner ON objects (kind, owner) WHERE owner IS NOT NULL;
+CREATE INDEX IF NOT EXISTS objects_expiry ON objects (expires_at) WHERE expires_at IS NOT NULL;
+";
+
+const GET: &str =
+    "SELECT id, version, owner, expires_at, data FROM objects WHERE kind = ?1 AND id = ?2";
+const LIST: &str =
+    "SELECT id, version, owner, expires_at, data FROM objects WHERE kind = ?1 ORDER BY id";
+const LIST_OWNED: &str = "SELECT id, version, owner, expires_at, data FROM objects \
+                          WHERE kind = ?1 AND owner = ?2 ORDER BY id";
+
 pub struct SqliteBackend {
-    pool: SqlitePool,
+    pool: Arc<Pool>,
+}
+
+struct Pool {
+    path: String,
+    /// Connections that wait for locks (`busy_timeout`): used on the blocking pool.
+    patient: Mutex<Vec<Connection>>,
+    /// Connections that never wait: used on the calling thread.
+    immediate: Mutex<Vec<Connection>>,
+}
+
+impl Pool {
+    fn connect(&self, busy_timeout: Duration) -> rusqlite::Result<Connection> {
+        let conn = Connection::open(&self.path)?;
+        conn.busy_timeout(busy_timeout)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        Ok(conn)
+    }
+
+    fn with<T>(
+        &self,
+        patient: bool,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T> {
+        let idle = if patient {
+            &self.patient
+        } else {
+            &self.immediate
+        };
+        let pooled = idle.lock().ok().and_then(|mut v| v.pop());
+        let conn = match pooled {
+            Some(c) => c,
+            None => self.connect(if patient {
+                BUSY_TIMEOUT
+            } else {
+                Duration::ZERO
+            })?,
+        };
+        let result = f(&conn);
+        if let Ok(mut v) = idle.lock()
+            && v.len() < IDLE_CONNECTIONS
+        {
+            v.push(conn);
+        }
+        result
+    }
+}
+
+fn backend_error(e: rusqlite::Error) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+    )
+}
+
+fn is_unique_violation(e: &rusqlite::Error) -> bool {
+    matches!(
+        e,
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+                || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+    )
+}
+
+fn row_to_versioned(row: &rusqlite::Row<'_>) -> rusqlite::Result<Versioned> {
+    Ok(Versioned {
+        id: row.get(0)?,
+        version: row.get(1)?,
+        record: Record {
+            owner: row.get(2)?,
+            expires_at: row.get(3)?,
+            data: row.get(4)?,
+        },
+    })
+}
+
+fn get_row(conn: &Connection, kind: Kind, id: &str) -> rusqlite::Result<Option<Versioned>> {
+    conn.prepare_cached(GET)?
+        .query_row(params![kind.as_str(), id], row_to_versioned)
+        .optional()
 }
 
 impl SqliteBackend {
-    /// Opens (creating if needed) the database file and applies pending migrations.
+    /// Opens (creating if needed) the database file and creates the schema if missing.
     pub async fn open(path: &str) -> Result<Self, StoreError> {
         if !std::path::Path::new(path).exists() {
             create_private_file(path)?;
@@ -30,20 +152,50 @@ impl SqliteBackend {
     }
 
     async fn connect(path: &str) -> Result<Self, StoreError> {
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            // Several `keygate serve` processes may share the file: wait for the writer instead of
-            // failing with SQLITE_BUSY.
-            .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .connect_with(options)
-            .await?;
-        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        Ok(Self { pool })
+        let pool = Arc::new(Pool {
+            path: path.to_owned(),
+            patient: Mutex::new(Vec::new()),
+            immediate: Mutex::new(Vec::new()),
+        });
+        let backend = Self { pool };
+        backend
+            .blocking(|conn| {
+                // WAL is a property of the file: set once, every later connection uses it.
+                let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+                if !mode.eq_ignore_ascii_case("wal") {
+                    tracing::warn!(mode, "SQLite did not switch to WAL mode");
+                }
+                conn.execute_batch(SCHEMA)
+            })
+            .await
+            .map_err(|e| StoreError::Backend(format!("cannot open {path}: {e}")))?;
+        Ok(backend)
+    }
+
+    /// Runs `f` on tokio's blocking pool with a connection that waits for locks.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let pool = self.pool.clone();
+        tokio::task::spawn_blocking(move || pool.with(true, f))
+            .await
+            .map_err(|e| StoreError::Backend(format!("SQLite task failed: {e}")))?
+            .map_err(|e| match e {
+                e if is_unique_violation(&e) => StoreError::AlreadyExists,
+                e => backend_error(e),
+            })
+    }
+
+    /// Runs a read here and now, or on the blocking pool if the database is busy.
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl Fn(&Connection) -> rusqlite::Result<T> + Send + Clone + 'static,
+    ) -> Result<T, StoreError> {
+        match self.pool.with(false, f.clone()) {
+            Err(e) if is_busy(&e) => self.blocking(f).await,
+            other => other.map_err(backend_error),
+        }
     }
 }
 
@@ -61,51 +213,30 @@ fn create_private_file(path: &str) -> Result<(), StoreError> {
     }
 }
 
-fn row_to_versioned(row: &sqlx::sqlite::SqliteRow) -> Result<Versioned, StoreError> {
-    Ok(Versioned {
-        id: row.try_get("id")?,
-        version: row.try_get("version")?,
-        record: Record {
-            owner: row.try_get("owner")?,
-            expires_at: row.try_get("expires_at")?,
-            data: row.try_get("data")?,
-        },
-    })
-}
-
-fn is_unique_violation(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
-}
-
 #[async_trait]
 impl Backend for SqliteBackend {
     async fn create(&self, kind: Kind, id: &str, record: &Record) -> Result<(), StoreError> {
-        let result = sqlx::query(
-            "INSERT INTO objects (kind, id, version, owner, expires_at, data) VALUES (?, ?, 1, ?, ?, ?)",
-        )
-        .bind(kind.as_str())
-        .bind(id)
-        .bind(&record.owner)
-        .bind(record.expires_at)
-        .bind(&record.data)
-        .execute(&self.pool)
-        .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) if is_unique_violation(&e) => Err(StoreError::AlreadyExists),
-            Err(e) => Err(e.into()),
-        }
+        let (id, record) = (id.to_owned(), record.clone());
+        self.blocking(move |c| {
+            c.prepare_cached(
+                "INSERT INTO objects (kind, id, version, owner, expires_at, data) \
+                 VALUES (?1, ?2, 1, ?3, ?4, ?5)",
+            )?
+            .execute(params![
+                kind.as_str(),
+                id,
+                record.owner,
+                record.expires_at,
+                record.data
+            ])
+            .map(|_| ())
+        })
+        .await
     }
 
     async fn get(&self, kind: Kind, id: &str) -> Result<Option<Versioned>, StoreError> {
-        let row = sqlx::query(
-            "SELECT id, version, owner, expires_at, data FROM objects WHERE kind = ? AND id = ?",
-        )
-        .bind(kind.as_str())
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(row_to_versioned).transpose()
+        let id = id.to_owned();
+        self.read(move |c| get_row(c, kind, &id)).await
     }
 
     async fn replace(
@@ -115,61 +246,59 @@ impl Backend for SqliteBackend {
         expected_version: i64,
         record: &Record,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE objects SET version = version + 1, owner = ?, expires_at = ?, data = ? \
-             WHERE kind = ? AND id = ? AND version = ?",
-        )
-        .bind(&record.owner)
-        .bind(record.expires_at)
-        .bind(&record.data)
-        .bind(kind.as_str())
-        .bind(id)
-        .bind(expected_version)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        let (id, record) = (id.to_owned(), record.clone());
+        self.blocking(move |c| {
+            c.prepare_cached(
+                "UPDATE objects SET version = version + 1, owner = ?1, expires_at = ?2, data = ?3 \
+                 WHERE kind = ?4 AND id = ?5 AND version = ?6",
+            )?
+            .execute(params![
+                record.owner,
+                record.expires_at,
+                record.data,
+                kind.as_str(),
+                id,
+                expected_version
+            ])
+            .map(|n| n == 1)
+        })
+        .await
     }
 
     async fn delete(&self, kind: Kind, id: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM objects WHERE kind = ? AND id = ?")
-            .bind(kind.as_str())
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() == 1)
+        let id = id.to_owned();
+        self.blocking(move |c| {
+            c.prepare_cached("DELETE FROM objects WHERE kind = ?1 AND id = ?2")?
+                .execute(params![kind.as_str(), id])
+                .map(|n| n == 1)
+        })
+        .await
     }
 
     async fn list(&self, kind: Kind, owner: Option<&str>) -> Result<Vec<Versioned>, StoreError> {
-        let rows = match owner {
-            Some(owner) => {
-                sqlx::query(
-                    "SELECT id, version, owner, expires_at, data FROM objects \
-                     WHERE kind = ? AND owner = ? ORDER BY id",
-                )
-                .bind(kind.as_str())
-                .bind(owner)
-                .fetch_all(&self.pool)
-                .await?
-            }
-            None => {
-                sqlx::query(
-                    "SELECT id, version, owner, expires_at, data FROM objects WHERE kind = ? ORDER BY id",
-                )
-                .bind(kind.as_str())
-                .fetch_all(&self.pool)
-                .await?
-            }
-        };
-        rows.iter().map(row_to_versioned).collect()
+        let owner = owner.map(str::to_owned);
+        self.blocking(move |c| match &owner {
+            Some(owner) => c
+                .prepare_cached(LIST_OWNED)?
+                .query_map(params![kind.as_str(), owner], row_to_versioned)?
+                .collect(),
+            None => c
+                .prepare_cached(LIST)?
+                .query_map(params![kind.as_str()], row_to_versioned)?
+                .collect(),
+        })
+        .await
     }
 
     async fn delete_expired(&self, now: i64) -> Result<u64, StoreError> {
-        let done =
-            sqlx::query("DELETE FROM objects WHERE expires_at IS NOT NULL AND expires_at <= ?")
-                .bind(now)
-                .execute(&self.pool)
-                .await?;
-        Ok(done.rows_affected())
+        self.blocking(move |c| {
+            c.prepare_cached(
+                "DELETE FROM objects WHERE expires_at IS NOT NULL AND expires_at <= ?1",
+            )?
+            .execute(params![now])
+            .map(|n| n as u64)
+        })
+        .await
     }
 
     async fn take(
@@ -179,25 +308,25 @@ impl Backend for SqliteBackend {
         interval: i64,
         burst: i64,
     ) -> Result<Take, StoreError> {
+        let key = key.to_owned();
         // One statement: insert a fresh bucket, or update it only if it has a token. The SET
         // expressions all see the row as it was; `data` records the decision for RETURNING.
-        let row = sqlx::query(
-            "INSERT INTO objects (kind, id, version, owner, expires_at, data) \
-             VALUES ('limit', ?1, 1, NULL, ?2 + ?3, 'allowed') \
-             ON CONFLICT (kind, id) DO UPDATE SET \
-               expires_at = CASE WHEN max(expires_at, ?2) - ?2 <= ?4 THEN max(expires_at, ?2) + ?3 ELSE expires_at END, \
-               version = version + 1, \
-               data = CASE WHEN max(expires_at, ?2) - ?2 <= ?4 THEN 'allowed' ELSE 'refused' END \
-             RETURNING expires_at, data",
-        )
-        .bind(key)
-        .bind(now)
-        .bind(interval)
-        .bind((burst - 1) * interval)
-        .fetch_one(&self.pool)
-        .await?;
-        let tat: i64 = row.try_get("expires_at")?;
-        let decision: String = row.try_get("data")?;
+        let (tat, decision): (i64, String) = self
+            .blocking(move |c| {
+                c.prepare_cached(
+                    "INSERT INTO objects (kind, id, version, owner, expires_at, data) \
+                     VALUES ('limit', ?1, 1, NULL, ?2 + ?3, 'allowed') \
+                     ON CONFLICT (kind, id) DO UPDATE SET \
+                       expires_at = CASE WHEN max(expires_at, ?2) - ?2 <= ?4 THEN max(expires_at, ?2) + ?3 ELSE expires_at END, \
+                       version = version + 1, \
+                       data = CASE WHEN max(expires_at, ?2) - ?2 <= ?4 THEN 'allowed' ELSE 'refused' END \
+                     RETURNING expires_at, data",
+                )?
+                .query_row(params![key, now, interval, (burst - 1) * interval], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+            })
+            .await?;
         Ok(if decision == "allowed" {
             Take {
                 allowed: true,
@@ -212,24 +341,28 @@ impl Backend for SqliteBackend {
     }
 
     async fn give_back(&self, key: &str, now: i64, interval: i64) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE objects SET expires_at = max(expires_at - ?3, ?2), version = version + 1 \
-             WHERE kind = 'limit' AND id = ?1",
-        )
-        .bind(key)
-        .bind(now)
-        .bind(interval)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        let key = key.to_owned();
+        self.blocking(move |c| {
+            c.prepare_cached(
+                "UPDATE objects SET expires_at = max(expires_at - ?3, ?2), version = version + 1 \
+                 WHERE kind = 'limit' AND id = ?1",
+            )?
+            .execute(params![key, now, interval])
+            .map(|_| ())
+        })
+        .await
     }
 
     async fn close(&self) {
-        self.pool.close().await;
+        // Closing the last connection checkpoints the WAL into the database file.
+        for idle in [&self.pool.patient, &self.pool.immediate] {
+            if let Ok(mut v) = idle.lock() {
+                v.clear();
+            }
+        }
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
+        self.read(|c| c.query_row("SELECT 1", [], |_| Ok(()))).await
     }
 }
