@@ -9,6 +9,7 @@ mod clock;
 mod connector;
 mod discovery;
 mod error;
+mod hashing;
 mod jose;
 mod keys;
 mod limits;

@@ -6,6 +6,8 @@ use std::sync::Arc;
 use keygate_config::StaticUser;
 use keygate_store::model::Identity;
 
+use crate::hashing::HashingPool;
+
 /// What a password check found. Unknown users and wrong passwords are indistinguishable.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LoginResult {
@@ -18,8 +20,9 @@ pub struct UserDirectory {
     by_name: HashMap<String, Arc<StaticUser>>,
     /// Verified when the login names no user, so that the answer takes as long as a real check.
     dummy_hash: String,
-    /// Bounds concurrent bcrypt work so that a login storm leaves CPU for every other endpoint.
-    hashing: tokio::sync::Semaphore,
+    /// Bounded, lower-priority threads for bcrypt, so that a login storm leaves CPU for every
+    /// other endpoint.
+    hashing: HashingPool,
 }
 
 /// How many bcrypt checks may run at once: all cores but one (at least one).
@@ -46,7 +49,7 @@ impl UserDirectory {
             by_email,
             by_name,
             dummy_hash,
-            hashing: tokio::sync::Semaphore::new(hashing_permits.max(1)),
+            hashing: HashingPool::new(hashing_permits),
         }
     }
 
@@ -60,21 +63,19 @@ impl UserDirectory {
     }
 
     /// Checks a login (the email, case-insensitive) and password. Runs bcrypt off the async
-    /// workers, at most `hashing_permits` at a time. Expired users are refused like wrong passwords.
+    /// workers, on `hashing_permits` threads. Expired users are refused like wrong passwords.
     pub async fn check_password(&self, login: &str, password: &str, now: i64) -> LoginResult {
         let user = self.lookup(login);
-        // Waiting for a permit is async: a queue of logins holds no threads.
-        let _permit = self.hashing.acquire().await;
         let hash = user.as_ref().map_or_else(
             || self.dummy_hash.clone(),
             |u| u.password.as_str().to_owned(),
         );
         let password = password.to_owned();
-        let matched = tokio::task::spawn_blocking(move || {
-            !password.is_empty() && bcrypt::verify(password, &hash).unwrap_or(false)
-        })
-        .await
-        .unwrap_or(false);
+        let matched = self
+            .hashing
+            .run(move || !password.is_empty() && bcrypt::verify(password, &hash).unwrap_or(false))
+            .await
+            .unwrap_or(false);
         match user {
             Some(u) if matched && u.expires_at.is_none_or(|e| now < e) => {
                 LoginResult::Ok(identity(&u))

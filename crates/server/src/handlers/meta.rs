@@ -12,7 +12,8 @@ use crate::AppState;
 use crate::pages::{COPY_JS, FAVICON, STYLESHEET};
 
 fn json_bytes(bytes: std::sync::Arc<[u8]>, cache: &'static str) -> Response {
-    let mut resp = Response::new(Body::from(bytes.to_vec()));
+    // Shares the pre-rendered document: no copy per request.
+    let mut resp = Response::new(Body::from(axum::body::Bytes::from_owner(bytes)));
     let h = resp.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
