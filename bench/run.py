@@ -290,8 +290,13 @@ def main():
         session = stack.authenticator_login(auth, prov.issuer)
         a = results["authenticator"] = {}
         lua = get_lua({"Host": stack.DOMAIN, "Cookie": f"{stack.SESSION_COOKIE}={session}"})
-        a["auth_check"] = measured(auth, auth.url + "dex-authenticator/auth", secs, 32, tmp, lua, also={"redis": redis, "provider": prov})
+        a["auth_check"] = redis_counted(redis, lambda: measured(auth, auth.url + "dex-authenticator/auth", secs, 32, tmp, lua, also={"redis": redis, "provider": prov}), secs)
         a["auth_plain_200"] = measured(auth, auth.url + "healthz", secs, 32, tmp)
+        auth.stop()
+        # The same session through an authenticator that reads Redis on every check (`cache: false`).
+        auth = stack.Authenticator(binary, tmp, prov.issuer, redis, cache=False)
+        servers.append(auth)
+        a["auth_check_store"] = redis_counted(redis, lambda: measured(auth, auth.url + "dex-authenticator/auth", secs, 32, tmp, lua, also={"redis": redis, "provider": prov}), secs)
         auth.stop()
         a["mod_auth_openidc"] = None  # smoke runs: not measured (see the report)
         if apache_port:
@@ -300,11 +305,7 @@ def main():
             apache = stack.ModAuthOpenidc(tmp, prov.issuer, redis, apache_port)
             servers.append(apache)
             cookie = stack.apache_login(apache, prov.issuer)
-            calls = redis.command_calls()
-            m = measured(apache, apache.url, secs, 32, tmp, get_lua({"Cookie": f"{stack.APACHE_COOKIE}={cookie}"}), also={"redis": redis, "provider": prov})
-            n = m["rps"] * secs
-            m["redis_calls_per_request"] = {k: round((v - calls.get(k, 0)) / n, 3) for k, v in redis.command_calls().items()
-                                            if k != "info" and v != calls.get(k, 0)} if n else {}
+            m = redis_counted(redis, lambda: measured(apache, apache.url, secs, 32, tmp, get_lua({"Cookie": f"{stack.APACHE_COOKIE}={cookie}"}), also={"redis": redis, "provider": prov}), secs)
             m["versions"] = stack.apache_versions()
             a["mod_auth_openidc"] = m
             apache.stop()
@@ -324,6 +325,16 @@ def main():
     report(results, out_dir, args.smoke)
     shutil.rmtree(tmp, ignore_errors=True)
     print(f"wrote {out_dir}/BENCHMARKS.md")
+
+
+def redis_counted(redis, run_it, secs):
+    """run_it() -> a measured() result, plus the Redis commands per request it caused."""
+    calls = redis.command_calls()
+    m = run_it()
+    n = m["rps"] * secs
+    m["redis_calls_per_request"] = {k: round((v - calls.get(k, 0)) / n, 4) for k, v in redis.command_calls().items()
+                                    if k != "info" and v != calls.get(k, 0)} if n else {}
+    return m
 
 
 def ratio(a, b):
@@ -362,6 +373,9 @@ def peers_section(r):
     row("full authorization-code flow (flows)", rs.get("code_flow"), "oidc-provider 9 (node)", op.get("code_flow"))
     row("auth check, valid session, Redis", a["auth_check"], "nginx `auth_request` to a constant 200", a["nginx_auth_request"])
     row("auth check, valid session, Redis", a["auth_check"], "Apache mod_auth_openidc", a.get("mod_auth_openidc"))
+    if a.get("auth_check_store"):
+        row("auth check, every check reads Redis (`cache: false`)", a["auth_check_store"], "nginx `auth_request` to a constant 200", a["nginx_auth_request"])
+        row("auth check, every check reads Redis (`cache: false`)", a["auth_check_store"], "Apache mod_auth_openidc", a.get("mod_auth_openidc"))
     ac = a["auth_check"]
     sq, rd = r.get("sqlite_families") or {}, r.get("redis_sessions") or {}
     shape = (rd.get("shape") or [{}])[0]
@@ -383,6 +397,10 @@ def peers_section(r):
               f"  The authenticator's own `/healthz` reached {fmt(a['auth_plain_200']['rps'])} req/s "
               f"({fmt(a['auth_plain_200'].get('per_cpu_second'))} per CPU-s): the check runs at "
               f"{pct(ratio(ac['rps'], a['auth_plain_200']['rps']))} of it.",
+              "  By default the checks of one cookie within a second reuse the session the replica opened from Redis",
+              "  (docs/deployment.md, sessions): a browser's burst of requests costs one Redis read a second. One session",
+              f"  replayed is that case at its extreme: Redis calls per check {redis_calls(ac)}.",
+              *store_lines(a.get("auth_check_store")),
               "- nginx ceiling: nginx (`worker_processes auto`, access log off) with `auth_request` to an `internal` location",
               "  answering a constant 200, then `return 200`: the cheapest possible auth subrequest, no cookie, no store; CPU of",
               "  master and workers. It is an upper bound for any nginx-based check, not a like-for-like peer.",
@@ -439,12 +457,26 @@ def code_flow_bullet(r):
     ])
 
 
+def redis_calls(m):
+    calls = sorted((m.get("redis_calls_per_request") or {}).items())
+    return ", ".join(f"{n:.2g} `{k.upper()}`" for k, n in calls if n >= 0.0001) or "none"
+
+
+def store_lines(m):
+    if not m:
+        return []
+    return [f"  With `sessionStore.cache: false` every check reads Redis ({redis_calls(m)} per check) and opens the",
+            f"  cookie and the stored session (two AEAD opens): {fmt(m['rps'])} req/s, {fmt(m.get('per_cpu_second'))} per CPU-s",
+            f"  ({m.get('non_2xx', 0)} non-2xx; Redis used {fmt(m.get('redis_cpu_seconds'), 2)} CPU-s, not counted). That is the cost of a",
+            "  check whose cookie was not seen in the current second."]
+
+
 def apache_lines(m):
     if not m:
         return ["- Apache mod_auth_openidc: not measured in this run (smoke runs skip it; the full run installs `apache2` and",
                 "  `libapache2-mod-auth-openidc` and measures it)."]
     v = m.get("versions") or {}
-    calls = ", ".join(f"{fmt(n, 2)} `{k.upper()}`" for k, n in sorted((m.get("redis_calls_per_request") or {}).items())) or "n/a"
+    calls = redis_calls(m)
     return [f"- Apache mod_auth_openidc: Apache {v.get('apache2', '?')} with mod_auth_openidc {v.get('mod_auth_openidc', '?')} (Debian packages),",
             "  `mpm_event` with Debian's thread settings (StartServers 2, ThreadsPerChild 25, MaxRequestWorkers 150),",
             "  keep-alive without a per-connection request limit, no access log. A relying party of the same Keygate provider",

@@ -160,9 +160,14 @@ http {{
 
 
 class Authenticator(Server):
-    def __init__(self, binary, tmp, issuer, redis):
+    """`keygate authenticator` with a Redis session store. `cache=False` sets `sessionStore.cache:
+    false`: every check reads Redis (the default serves a cookie's checks within a second from
+    the session the replica already opened)."""
+
+    def __init__(self, binary, tmp, issuer, redis, cache=True):
         self.port = free_port()
-        cfg = os.path.join(tmp, "authenticator.yaml")
+        name = "authenticator" if cache else "authenticator-nocache"
+        cfg = os.path.join(tmp, f"{name}.yaml")
         with open(cfg, "w") as f:
             f.write(DEX_AUTHENTICATOR + f"""---
 apiVersion: keygate.io/v1alpha1
@@ -171,11 +176,11 @@ spec:
   listen: 127.0.0.1:{self.port}
   issuer: {issuer}
   cookieSecret: "{COOKIE_SECRET}"
-  sessionStore: {{type: redis, url: "redis://127.0.0.1:{redis.port}/0"}}
+  sessionStore: {{type: redis, url: "redis://127.0.0.1:{redis.port}/0", cache: {"true" if cache else "false"}}}
   refreshBefore: 60s
   logging: {{level: warn}}
 """)
-        self.log = os.path.join(tmp, "authenticator.log")
+        self.log = os.path.join(tmp, f"{name}.log")
         self.proc = subprocess.Popen([binary, "authenticator", "--config", cfg], stdout=open(self.log, "w"), stderr=subprocess.STDOUT)
         self.url = f"http://127.0.0.1:{self.port}/"
         wait_http(self.url + "healthz", self.proc, self.log)

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-/// Most sessions kept; past it, entries from earlier seconds are dropped, and if the map is still
+/// Most sessions kept by default; past it, entries from earlier seconds are dropped, and if the map is still
 /// full the new one is not kept (it is then read from the store each time, as without this map).
 const CAPACITY: usize = 10_000;
 
@@ -23,17 +23,24 @@ struct Entry<V> {
 
 pub(crate) struct Recent<V> {
     entries: Mutex<HashMap<String, Entry<V>>>,
+    capacity: usize,
 }
 
 impl<V> Default for Recent<V> {
     fn default() -> Self {
-        Self {
-            entries: Mutex::new(HashMap::new()),
-        }
+        Self::with_capacity(CAPACITY)
     }
 }
 
 impl<V> Recent<V> {
+    /// `0`: nothing is kept, every check reads the store (`sessionStore.cache: false`).
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self {
+            entries: Mutex::new(HashMap::new()),
+            capacity,
+        }
+    }
+
     /// The session opened for exactly this cookie in the current second, if still usable.
     pub fn get(&self, cookie: &str, now: i64) -> Option<Arc<V>> {
         let entries = self.entries.lock().ok()?;
@@ -45,9 +52,9 @@ impl<V> Recent<V> {
         let Ok(mut entries) = self.entries.lock() else {
             return;
         };
-        if entries.len() >= CAPACITY && !entries.contains_key(cookie) {
+        if entries.len() >= self.capacity && !entries.contains_key(cookie) {
             entries.retain(|_, e| e.at == now);
-            if entries.len() >= CAPACITY {
+            if entries.len() >= self.capacity {
                 return;
             }
         }
@@ -120,5 +127,12 @@ mod tests {
         r.put("next-second", "t", Arc::new(1), 101, 1_000);
         assert_eq!(r.get("next-second", 101).as_deref(), Some(&1));
         assert_eq!(r.entries.lock().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn off_keeps_nothing() {
+        let r = Recent::with_capacity(0);
+        r.put("cookie", "t1", Arc::new(7), 100, 1_000);
+        assert_eq!(r.get("cookie", 100), None);
     }
 }

@@ -54,7 +54,11 @@ pub fn build_state(
             states: Sealer::derive(&secret, "sign-in-state"),
             provider: ProviderClient::new(&settings)?,
             store,
-            recent: Recent::default(),
+            recent: if settings.session_cache {
+                Recent::default()
+            } else {
+                Recent::with_capacity(0)
+            },
             refreshing: Mutex::new(HashMap::new()),
             upstream,
             clock,

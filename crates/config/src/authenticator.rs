@@ -121,6 +121,9 @@ struct SessionStoreSpec {
     url_from_env: Option<String>,
     #[serde(default)]
     url_file: Option<String>,
+    /// Serve the checks of one cookie within a second from the session this replica opened.
+    #[serde(default)]
+    cache: Option<bool>,
 }
 
 /// One application domain the authenticator protects.
@@ -202,6 +205,9 @@ pub struct AuthenticatorSettings {
     pub client_secret: Secret,
     pub cookie_secret: Secret,
     pub session_store: SessionStoreConfig,
+    /// Checks of one cookie within a second reuse the session this replica opened
+    /// (`sessionStore.cache`, default true).
+    pub session_cache: bool,
     pub upstream: Option<String>,
     pub trusted_proxies: Vec<IpNet>,
     /// Refresh the ID token this many seconds before it expires.
@@ -405,6 +411,11 @@ pub fn load_authenticator(path: &Path) -> Result<AuthenticatorSettings, ConfigEr
             "must be at least 32 characters (e.g. `openssl rand -base64 32`)",
         ));
     }
+    let session_cache = spec
+        .session_store
+        .as_ref()
+        .and_then(|s| s.cache)
+        .unwrap_or(true);
     let session_store = match spec.session_store {
         None => SessionStoreConfig::Memory,
         Some(s) => {
@@ -455,6 +466,7 @@ pub fn load_authenticator(path: &Path) -> Result<AuthenticatorSettings, ConfigEr
         client_secret,
         cookie_secret,
         session_store,
+        session_cache,
         upstream: spec.upstream,
         trusted_proxies,
         refresh_before: positive_seconds(

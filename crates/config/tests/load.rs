@@ -316,3 +316,26 @@ fn authenticator_errors_name_the_application_they_are_in() {
     ));
     assert!(ok.is_ok(), "{:?}", ok.err());
 }
+
+#[test]
+fn authenticator_session_cache_is_on_unless_turned_off() {
+    let doc = |store: &str| {
+        format!(
+            "apiVersion: deckhouse.io/v1\nkind: DexAuthenticator\nmetadata: {{name: app, namespace: web}}\nspec:\n  applicationDomain: ok.example.com\n  secret: s\n---\napiVersion: keygate.io/v1alpha1\nkind: AuthenticatorConfig\nspec:\n  issuer: http://127.0.0.1:5556/\n  cookieSecret: \"0123456789abcdef0123456789abcdef\"\n  sessionStore: {store}\n"
+        )
+    };
+    let load =
+        |name: &str, store: &str| keygate_config::load_authenticator(&write(name, &doc(store)));
+    assert!(
+        load("cache-default", "{type: memory}")
+            .unwrap()
+            .session_cache
+    );
+    assert!(
+        !load("cache-off", "{type: memory, cache: false}")
+            .unwrap()
+            .session_cache
+    );
+    let err = load("cache-bad", "{type: memory, cache: sometimes}").unwrap_err();
+    assert!(err.to_string().contains("cache"), "{err}");
+}
