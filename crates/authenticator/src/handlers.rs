@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, RawQuery, Request, State};
+use axum::extract::{ConnectInfo, Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -86,7 +86,11 @@ pub fn router(state: AuthState) -> Router {
         .route("/dex-authenticator/auth", get(auth))
         .route("/dex-authenticator/sign_in", get(sign_in))
         .route("/dex-authenticator/callback", get(callback))
-        .route("/dex-authenticator/sign_out", get(sign_out).post(sign_out));
+        .route("/dex-authenticator/sign_out", get(sign_out).post(sign_out))
+        .route(
+            "/dex-authenticator/static/{file}",
+            get(|Path(file): Path<String>| async move { keygate_pages::static_response(&file) }),
+        );
     router = if state.inner.upstream.is_some() {
         router.fallback(proxied)
     } else {
@@ -176,29 +180,9 @@ fn set_cookie(name: &str, value: &str, path: &str, max_age: i64) -> Option<Heade
     .ok()
 }
 
-fn page(status: StatusCode, title: &str, message: &str) -> Response {
-    let esc = |t: &str| {
-        t.replace('&', "&amp;")
-            .replace('<', "&lt;")
-            .replace('>', "&gt;")
-            .replace('"', "&quot;")
-    };
-    let body = format!(
-        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{t}</title>\
-         <style>body{{font-family:system-ui,sans-serif;background:#f4f5f9;color:#111827;display:flex;justify-content:center;padding:10vh 1rem}}\
-         main{{background:#fff;max-width:28rem;padding:2rem;border-radius:12px;box-shadow:0 10px 30px rgba(17,24,39,.08)}}h1{{font-size:1.3rem;margin-top:0}}p{{color:#4b5563;line-height:1.5}}</style>\
-         </head><body><main><h1>{t}</h1><p>{m}</p></main></body></html>",
-        t = esc(title),
-        m = esc(message)
-    );
-    let mut r = (status, body).into_response();
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    r.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    r
+/// A themed error page (the provider's `error.html`, with `spec.frontend`).
+fn page(s: &AuthState, status: StatusCode, title: &str, message: &str) -> Response {
+    s.inner.pages.error(status, title, message, None)
 }
 
 // ---- the check -----------------------------------------------------------------------------
@@ -437,7 +421,7 @@ async fn auth(State(s): State<AuthState>, Peer(peer): Peer, headers: HeaderMap) 
             }
             resp
         }
-        Outcome::Forbidden(why) => page(StatusCode::FORBIDDEN, "Access denied", why),
+        Outcome::Forbidden(why) => page(&s, StatusCode::FORBIDDEN, "Access denied", why),
     }
 }
 
@@ -481,6 +465,7 @@ async fn sign_in(
     let host = original_host(&s, peer, &headers);
     let Some(app) = application(&s, host.as_deref()).cloned() else {
         return page(
+            &s,
             StatusCode::BAD_REQUEST,
             "Unknown application",
             "This address is not an application this authenticator protects.",
@@ -489,6 +474,7 @@ async fn sign_in(
     let params = query(q);
     let Ok(rd) = safe_redirect(params.get("rd").map(String::as_str), &app) else {
         return page(
+            &s,
             StatusCode::BAD_REQUEST,
             "Invalid redirect",
             "The page to return to is not on this application.",
@@ -499,6 +485,7 @@ async fn sign_in(
         Err(e) => {
             tracing::warn!(error = %e, "cannot start a sign-in");
             return page(
+                &s,
                 StatusCode::BAD_GATEWAY,
                 "Sign-in is unavailable",
                 "The identity provider cannot be reached. Try again in a moment.",
@@ -559,6 +546,7 @@ async fn callback(
         .filter(|st: &SignInState| st.exp > now);
     let Some(st) = st else {
         return page(
+            &s,
             StatusCode::BAD_REQUEST,
             "Sign-in expired",
             "The sign-in took too long or was started elsewhere. Reload the application to start again.",
@@ -566,6 +554,7 @@ async fn callback(
     };
     if params.get("state") != Some(&st.state) {
         return page(
+            &s,
             StatusCode::BAD_REQUEST,
             "Sign-in failed",
             "The sign-in response does not match this browser (state).",
@@ -577,10 +566,11 @@ async fn callback(
         } else {
             "The identity provider refused the sign-in."
         };
-        return page(StatusCode::FORBIDDEN, "Access denied", message);
+        return page(&s, StatusCode::FORBIDDEN, "Access denied", message);
     }
     let Some(code) = params.get("code") else {
         return page(
+            &s,
             StatusCode::BAD_REQUEST,
             "Sign-in failed",
             "The identity provider sent no code.",
@@ -596,6 +586,7 @@ async fn callback(
         Err(e) => {
             tracing::warn!(error = %e, "code exchange failed");
             return page(
+                &s,
                 StatusCode::BAD_GATEWAY,
                 "Sign-in failed",
                 "The identity provider did not accept the sign-in. Reload the application to try again.",
@@ -612,6 +603,7 @@ async fn callback(
         Err(e) => {
             tracing::warn!(error = %e, "ID token rejected at sign-in");
             return page(
+                &s,
                 StatusCode::BAD_GATEWAY,
                 "Sign-in failed",
                 "The identity provider's answer could not be verified.",
@@ -620,6 +612,7 @@ async fn callback(
     };
     let Some(refresh_token) = tokens.refresh_token.clone() else {
         return page(
+            &s,
             StatusCode::BAD_GATEWAY,
             "Sign-in failed",
             "The identity provider issued no refresh token (offline_access).",
@@ -628,6 +621,7 @@ async fn callback(
     let mut key = [0u8; 32];
     if aws_lc_rs::rand::fill(&mut key).is_err() {
         return page(
+            &s,
             StatusCode::INTERNAL_SERVER_ERROR,
             "Sign-in failed",
             "Internal error.",
@@ -732,7 +726,7 @@ async fn proxied(State(s): State<AuthState>, Peer(peer): Peer, mut req: Request)
             }
             resp
         }
-        Outcome::Forbidden(why) => page(StatusCode::FORBIDDEN, "Access denied", why),
+        Outcome::Forbidden(why) => page(&s, StatusCode::FORBIDDEN, "Access denied", why),
         Outcome::Unauthenticated { clear } => {
             let wants_html =
                 header_str(&headers, "accept").is_some_and(|a| a.contains("text/html"));

@@ -32,6 +32,8 @@ pub(crate) struct Inner {
     pub refreshing: Mutex<HashMap<String, Arc<Mutex<()>>>>,
     pub upstream: Option<Upstream>,
     pub clock: Arc<dyn Clock>,
+    /// The themed pages (403, sign-in errors), the provider's templates.
+    pub pages: keygate_pages::Pages,
 }
 
 pub fn build_state(
@@ -48,8 +50,15 @@ pub fn build_state(
         .as_deref()
         .map(Upstream::new)
         .transpose()?;
+    let pages = keygate_pages::Pages::new(
+        &settings.frontend,
+        &settings.issuer,
+        "/dex-authenticator/static/".into(),
+    )
+    .map_err(|e| format!("cannot load the page templates: {e}"))?;
     Ok(AuthState {
         inner: Arc::new(Inner {
+            pages,
             cookies: Sealer::derive(&secret, "session-cookie"),
             states: Sealer::derive(&secret, "sign-in-state"),
             provider: ProviderClient::new(&settings)?,

@@ -108,6 +108,8 @@ struct AuthenticatorConfigSpec {
     refresh_before: Option<String>,
     #[serde(default)]
     logging: Option<crate::manifests::LoggingSpec>,
+    #[serde(default)]
+    frontend: Option<crate::manifests::FrontendSpec>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -213,6 +215,8 @@ pub struct AuthenticatorSettings {
     /// Refresh the ID token this many seconds before it expires.
     pub refresh_before: i64,
     pub logging: Logging,
+    /// The look of the authenticator's pages (`spec.frontend`, as in KeygateConfig).
+    pub frontend: crate::Frontend,
     pub warnings: Vec<String>,
 }
 
@@ -476,6 +480,7 @@ pub fn load_authenticator(path: &Path) -> Result<AuthenticatorSettings, ConfigEr
             60,
         )?,
         logging,
+        frontend: crate::load::frontend(spec.frontend),
         warnings,
     })
 }

@@ -620,15 +620,7 @@ fn provider(
 
     let logging = logging(doc, spec.logging)?;
 
-    let frontend = spec
-        .frontend
-        .map(|f| Frontend {
-            product_name: f.product_name,
-            logo_url: f.logo_url,
-            extra_css_url: f.extra_css_url,
-            templates_dir: f.templates_dir.map(PathBuf::from),
-        })
-        .unwrap_or_default();
+    let frontend = frontend(spec.frontend);
 
     if let Some(p) = &spec.password_policy
         && let Some(l) = password_policy(doc, "spec.passwordPolicy", p, warnings)?
@@ -1052,6 +1044,17 @@ pub fn format_rfc3339(ts: i64) -> String {
         secs % 3600 / 60,
         secs % 60
     )
+}
+
+/// `spec.frontend` of a KeygateConfig or an AuthenticatorConfig.
+pub(crate) fn frontend(spec: Option<crate::manifests::FrontendSpec>) -> Frontend {
+    spec.map(|f| Frontend {
+        product_name: f.product_name,
+        logo_url: f.logo_url,
+        extra_css_url: f.extra_css_url,
+        templates_dir: f.templates_dir.map(PathBuf::from),
+    })
+    .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -1043,6 +1043,27 @@ async fn sign_in_refuses_open_redirects() {
         assert_eq!(r.status, 400, "rd={rd}: {}", r.summary());
         assert!(r.raw_location().is_none(), "rd={rd}: no redirect at all");
     }
+    // The refusal is the themed error page (spec.frontend), its stylesheet served alongside.
+    let r = b
+        .get(&stack.url("/dex-authenticator/sign_in?rd=https://evil.example.com/"))
+        .await;
+    assert!(
+        r.body.contains("Invalid redirect") && r.body.contains("Acme Apps"),
+        "{}",
+        r.body
+    );
+    // minijinja escapes `/` in attributes (`&#x2f;`); browsers read it back as `/`.
+    let link = r.body.replace("&#x2f;", "/");
+    assert!(
+        link.contains("href=\"/dex-authenticator/static/keygate.css\""),
+        "{}",
+        r.body
+    );
+    let css = b
+        .get(&stack.url("/dex-authenticator/static/keygate.css"))
+        .await;
+    assert_eq!(css.status, 200, "{}", css.summary());
+    assert!(css.body.contains(".kg-card"), "the stylesheet itself");
     for rd in ["/ok?x=1".to_owned(), stack.url("/deep/path")] {
         let r = b
             .get(&stack.url(&format!("/dex-authenticator/sign_in?rd={}", enc(&rd))))

@@ -6,7 +6,6 @@ mod client_ip;
 mod form;
 mod handlers;
 mod kubeconfig;
-mod pages;
 mod respond;
 mod serve;
 mod state;
@@ -17,6 +16,6 @@ pub use build::{
     open_store,
 };
 pub use handlers::router;
-pub use pages::Pages;
+pub use keygate_pages::Pages;
 pub use serve::{ServeError, serve};
 pub use state::AppState;

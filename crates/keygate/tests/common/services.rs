@@ -615,6 +615,7 @@ spec:
   sessionStore: {session_store}
   trustedProxies: [127.0.0.1/32]
   refreshBefore: 60s
+  frontend: {{productName: "Acme Apps"}}
 {upstream}"#
     )
 }

@@ -9,7 +9,6 @@ use axum::response::{IntoResponse, Response};
 use minijinja::context;
 
 use crate::AppState;
-use crate::pages::{COPY_JS, FAVICON, STYLESHEET};
 
 fn json_bytes(bytes: std::sync::Arc<[u8]>, cache: &'static str) -> Response {
     // Shares the pre-rendered document: no copy per request.
@@ -66,20 +65,7 @@ pub async fn metrics(State(s): State<AppState>) -> Response {
 }
 
 pub async fn static_file(Path(file): Path<String>) -> Response {
-    let (body, mime) = match file.as_str() {
-        "keygate.css" => (STYLESHEET, "text/css; charset=utf-8"),
-        "favicon.svg" => (FAVICON, "image/svg+xml"),
-        "copy.js" => (COPY_JS, "text/javascript; charset=utf-8"),
-        _ => return (StatusCode::NOT_FOUND, "not found\n").into_response(),
-    };
-    (
-        [
-            (header::CONTENT_TYPE, mime),
-            (header::CACHE_CONTROL, "public, max-age=3600"),
-        ],
-        body,
-    )
-        .into_response()
+    keygate_pages::static_response(&file)
 }
 
 pub async fn welcome(State(s): State<AppState>) -> Response {

@@ -1,4 +1,5 @@
-//! The HTML pages: minijinja templates embedded in the binary, overridable from a directory.
+//! The HTML pages people see, for the provider and the authenticator alike: minijinja templates
+//! embedded in the binary, overridable from a directory, and the static assets they link.
 
 use std::path::Path;
 
@@ -24,6 +25,31 @@ const EMBEDDED: [(&str, &str); 8] = [
 pub const STYLESHEET: &str = include_str!("../static/keygate.css");
 pub const FAVICON: &str = include_str!("../static/favicon.svg");
 pub const COPY_JS: &str = include_str!("../static/copy.js");
+
+/// A static asset by file name: its body and content type.
+pub fn static_asset(file: &str) -> Option<(&'static str, &'static str)> {
+    match file {
+        "keygate.css" => Some((STYLESHEET, "text/css; charset=utf-8")),
+        "favicon.svg" => Some((FAVICON, "image/svg+xml")),
+        "copy.js" => Some((COPY_JS, "text/javascript; charset=utf-8")),
+        _ => None,
+    }
+}
+
+/// Serves a static asset (cached an hour), or 404.
+pub fn static_response(file: &str) -> Response {
+    match static_asset(file) {
+        Some((body, mime)) => (
+            [
+                (header::CONTENT_TYPE, mime),
+                (header::CACHE_CONTROL, "public, max-age=3600"),
+            ],
+            body,
+        )
+            .into_response(),
+        None => (StatusCode::NOT_FOUND, "not found\n").into_response(),
+    }
+}
 
 /// Security headers for every page: no framing (clickjacking on the login form), no sniffing,
 /// no referrer (which may hold codes) sent to other sites.
