@@ -375,7 +375,7 @@ class CookieJar {
  * starts at `<issuer>auth/local/login?state=...`). `trace`: an array that receives one line per
  * request (`METHOD url -> status [Location: ...]`), also on success.
  */
-export async function loginViaForm(authUrl, login, password, { maxSteps = 20, redirectUri, trace = [] } = {}) {
+export async function loginViaForm(authUrl, login, password, { maxSteps = 20, redirectUri, trace = [], rewrite = (u) => u } = {}) {
   const auth = new URL(authUrl);
   redirectUri ??= auth.searchParams.get('redirect_uri');
   if (!redirectUri) throw new Error('loginViaForm: authUrl has no redirect_uri (pass one)');
@@ -399,7 +399,8 @@ export async function loginViaForm(authUrl, login, password, { maxSteps = 20, re
     trace.push(`${method} ${url.href} -> ${res.status}${location ? ' Location: ' + location : ''}`);
 
     if (res.status >= 300 && res.status < 400 && location) {
-      const next = new URL(location, url);
+      // `rewrite`: what an attacker in the middle of a redirect could change (tests of refusals).
+      const next = rewrite(new URL(location, url));
       if (isCallback(next)) return next.href;
       url = next;
       method = 'GET';

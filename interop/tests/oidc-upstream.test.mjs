@@ -194,7 +194,7 @@ describe('Keygate OIDC connector with oidc-provider 9 as the upstream', {
   }
 
   /** The app's authorization request at keygate, walked through the upstream's forms. */
-  async function signIn(issuer, login) {
+  async function signIn(issuer, login, { rewrite } = {}) {
     const { verifier, challenge } = pkcePair();
     const state = b64url(randomBytes(12));
     const nonce = b64url(randomBytes(12));
@@ -212,7 +212,7 @@ describe('Keygate OIDC connector with oidc-provider 9 as the upstream', {
       authUrl.searchParams.set(k, v);
     const trace = [];
     const t0 = performance.now();
-    const location = new URL(await loginViaForm(authUrl.href, login, 'any-password', { trace }));
+    const location = new URL(await loginViaForm(authUrl.href, login, 'any-password', { trace, rewrite }));
     return { location, trace, state, nonce, verifier, ms: performance.now() - t0 };
   }
 
@@ -383,6 +383,56 @@ describe('Keygate OIDC connector with oidc-provider 9 as the upstream', {
     assert.equal(up.counts.authorization_code, codes + 1, 'the code was exchanged; the refusal is keygate\'s');
   });
 
+  test('nonce: keygate sends one upstream and refuses an ID token that carries another (OIDC Core 3.1.3.7)', async () => {
+    // The upstream authorization request as keygate sends it carries a nonce; an attacker who
+    // swaps it gets an ID token the callback refuses, though state and PKCE are intact.
+    let sent;
+    const tamper = (u) => {
+      if (u.origin === new URL(up.issuer).origin && u.searchParams.has('client_id')) {
+        sent = u.searchParams.get('nonce');
+        u.searchParams.set('nonce', 'someone-elses-nonce');
+      }
+      return u;
+    };
+    const codes = up.counts.authorization_code;
+    await assert.rejects(signIn(kg.issuer, 'alice', { rewrite: tamper }), (err) => {
+      assert.ok(err instanceof LoginError, String(err));
+      assert.equal(err.status, 403, `${err.message}\n${err.trace?.join('\n')}`);
+      assert.match(pageText(err.body), /not issued for this sign-in \(nonce\)/);
+      return true;
+    });
+    assert.ok(sent && sent.length >= 32, `keygate sent a nonce: ${sent}`);
+    assert.equal(up.counts.authorization_code, codes + 1, 'the code was exchanged; the ID token was refused');
+    // Untouched, the same flow signs in.
+    const flow = await signIn(kg.issuer, 'alice');
+    assert.equal((await exchange(kg.issuer, flow)).status, 200);
+  });
+
+  test('RFC 9207: an answer naming another issuer, or none from a provider that always names itself, is refused', async () => {
+    const meta = await (await fetch(`${up.issuer}/.well-known/openid-configuration`)).json();
+    assert.equal(meta.authorization_response_iss_parameter_supported, true, 'oidc-provider advertises RFC 9207');
+    const atCallback = (change) => (u) => {
+      if (u.origin + u.pathname === `${kg.issuer}callback`) {
+        assert.equal(u.searchParams.get('iss'), meta.issuer, 'the upstream names itself');
+        change(u.searchParams);
+      }
+      return u;
+    };
+    const codes = up.counts.authorization_code;
+    for (const [what, change] of [
+      ['another issuer', (q) => q.set('iss', 'https://evil.example.com')],
+      ['no issuer', (q) => q.delete('iss')],
+    ]) {
+      await assert.rejects(signIn(kg.issuer, 'alice', { rewrite: atCallback(change) }), (err) => {
+        assert.ok(err instanceof LoginError, `${what}: ${err}`);
+        assert.equal(err.status, 403, `${what}: ${err.message}`);
+        assert.match(pageText(err.body), /issuer/, what);
+        return true;
+      });
+    }
+    assert.equal(up.counts.authorization_code, codes, 'refused before the code was exchanged');
+  });
+
   test('allowedGroups: [admins] on the DexProvider: the login is refused with a 403 page, not a 500', async () => {
     up.accounts.get('alice').groups = ['devs', 'ops'];
     kgAllowed = await startKeygate({
@@ -439,7 +489,8 @@ describe('Keygate OIDC connector with oidc-provider 9 as the upstream', {
       // The main keygate keeps its discovery for the process's life: it still sends the browser there.
       seen.cached = await get(appAuth(kg.issuer, 'auth/upstream'));
       // The browser comes back to the main keygate with a code keygate cannot redeem.
-      seen.callback = await get(new URL(`callback?${new URLSearchParams({ code: 'whatever', state: keygateState })}`, kg.issuer));
+      // (With `iss`, as the upstream sends it: RFC 9207.)
+      seen.callback = await get(new URL(`callback?${new URLSearchParams({ code: 'whatever', state: keygateState, iss: up.issuer })}`, kg.issuer));
       // A refresh needs the upstream.
       seen.refresh = await tokenRequest(kg.issuer, { grant_type: 'refresh_token', refresh_token: session.refresh_token });
       t.diagnostic(`refresh with the upstream down: ${seen.refresh.status} ${seen.refresh.text} (${seen.refresh.ms.toFixed(0)} ms)`);

@@ -22,6 +22,9 @@ struct Discovery {
     userinfo_endpoint: Option<String>,
     #[serde(default)]
     code_challenge_methods_supported: Vec<String>,
+    /// RFC 9207: the provider names itself (`iss`) in every authorization response.
+    #[serde(default)]
+    authorization_response_iss_parameter_supported: bool,
 }
 
 impl Discovery {
@@ -121,6 +124,15 @@ impl Oidc {
         ))
     }
 
+    /// The `nonce` of one login, derived like the PKCE verifier: the callback knows which
+    /// nonce the ID token must carry without storing anything.
+    fn nonce(&self, state: &str) -> String {
+        keygate_oidc::pkce_s256(&format!(
+            "keygate-nonce\n{}\n{state}",
+            self.spec.client_secret.expose()
+        ))
+    }
+
     async fn token(&self, form: &[(&str, &str)]) -> Result<Value, ConnectorError> {
         let d = self.discovery().await?;
         let mut fields = form.to_vec();
@@ -193,12 +205,25 @@ impl Oidc {
     }
 
     /// Claims (and, with getUserInfo, userinfo) to an identity, applying allowedGroups.
-    async fn identity(&self, tokens: &Value) -> Result<Identity, ConnectorError> {
+    /// `nonce`: the one the ID token must carry (at sign-in; refreshed ID tokens are not checked).
+    async fn identity(
+        &self,
+        tokens: &Value,
+        nonce: Option<&str>,
+    ) -> Result<Identity, ConnectorError> {
         let id_token = tokens
             .get("id_token")
             .and_then(Value::as_str)
             .ok_or_else(|| ConnectorError::Refused("no ID token in the answer".into()))?;
         let mut claims = self.verify(id_token).await?;
+        if let Some(expected) = nonce
+            && claims.get("nonce").and_then(Value::as_str) != Some(expected)
+        {
+            // OpenID Connect Core 3.1.3.7: an ID token for another sign-in (or a replayed one).
+            return Err(ConnectorError::Refused(
+                "the ID token was not issued for this sign-in (nonce)".into(),
+            ));
+        }
         if self.spec.get_user_info
             && let (Some(endpoint), Some(access)) = (
                 self.discovery().await?.userinfo_endpoint.clone(),
@@ -278,7 +303,8 @@ impl Connector for Oidc {
             .append_pair("redirect_uri", callback)
             .append_pair("response_type", "code")
             .append_pair("scope", &self.spec.scopes.join(" "))
-            .append_pair("state", state);
+            .append_pair("state", state)
+            .append_pair("nonce", &self.nonce(state));
         if d.pkce() {
             q.append_pair(
                 "code_challenge",
@@ -312,13 +338,30 @@ impl Connector for Oidc {
                 params.get("error_description").map_or("", String::as_str)
             )));
         }
+        let d = self.discovery().await?;
+        // RFC 9207: an answer naming another issuer was meant for another connector (mix-up).
+        match params.get("iss") {
+            Some(iss) if *iss != d.issuer => {
+                return Err(ConnectorError::Refused(format!(
+                    "the answer comes from issuer {iss:?}, not {:?}",
+                    d.issuer
+                )));
+            }
+            None if d.authorization_response_iss_parameter_supported => {
+                return Err(ConnectorError::Refused(
+                    "the answer does not name its issuer (iss), which this provider always does"
+                        .into(),
+                ));
+            }
+            _ => {}
+        }
         let code = params
             .get("code")
             .ok_or_else(|| ConnectorError::Refused("no code in the answer".into()))?;
-        let verifier = match params.get("state") {
-            Some(state) if self.discovery().await?.pkce() => Some(self.pkce_verifier(state)),
-            _ => None,
-        };
+        let state = params
+            .get("state")
+            .ok_or_else(|| ConnectorError::Refused("no state in the answer".into()))?;
+        let verifier = d.pkce().then(|| self.pkce_verifier(state));
         let mut form = vec![
             ("grant_type", "authorization_code"),
             ("code", code.as_str()),
@@ -328,7 +371,7 @@ impl Connector for Oidc {
             form.push(("code_verifier", v));
         }
         let tokens = self.token(&form).await?;
-        let identity = self.identity(&tokens).await?;
+        let identity = self.identity(&tokens, Some(&self.nonce(state))).await?;
         Ok((
             identity,
             tokens
@@ -355,7 +398,7 @@ impl Connector for Oidc {
                 ("refresh_token", refresh_token),
             ])
             .await?;
-        let fresh = self.identity(&tokens).await?;
+        let fresh = self.identity(&tokens, None).await?;
         if fresh.user_id != identity.user_id {
             return Err(ConnectorError::Refused("the upstream user changed".into()));
         }
