@@ -28,6 +28,7 @@ impl Bitbucket {
             token_url: format!("{}/site/oauth2/access_token", spec.web_url),
             scopes: "account email".into(),
             credentials_in_body: false,
+            pkce: false,
         };
         Ok(Self {
             id,

@@ -31,6 +31,7 @@ impl Github {
                 "user:email read:org".into()
             },
             credentials_in_body: true,
+            pkce: false,
         };
         Ok(Self {
             id,

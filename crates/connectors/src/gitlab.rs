@@ -27,6 +27,7 @@ impl Gitlab {
             token_url: format!("{}/oauth/token", spec.base_url),
             scopes: "read_user openid".into(),
             credentials_in_body: false,
+            pkce: true,
         };
         Ok(Self {
             id,

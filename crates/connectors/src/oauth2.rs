@@ -17,6 +17,17 @@ pub struct OAuth2 {
     /// Send `client_id`/`client_secret` as form parameters (GitHub documents only those)
     /// rather than in HTTP Basic.
     pub credentials_in_body: bool,
+    /// Send PKCE (`S256`): for providers that document it (GitLab).
+    pub pkce: bool,
+}
+
+/// The PKCE verifier of one login, derived from its `state` and the client secret: every replica
+/// computes the same one at the callback, and nobody without the secret can.
+pub fn pkce_verifier(client_secret: &Secret, state: &str) -> String {
+    keygate_oidc::pkce_s256(&format!(
+        "keygate-pkce\n{}\n{state}",
+        client_secret.expose()
+    ))
 }
 
 /// What a code exchange or a refresh yields.
@@ -49,14 +60,18 @@ pub fn http() -> Result<reqwest::Client, String> {
 
 impl OAuth2 {
     pub fn login_url(&self, callback: &str, state: &str) -> String {
-        let q = url::form_urlencoded::Serializer::new(String::new())
-            .append_pair("client_id", &self.client_id)
+        let mut q = url::form_urlencoded::Serializer::new(String::new());
+        q.append_pair("client_id", &self.client_id)
             .append_pair("redirect_uri", callback)
             .append_pair("response_type", "code")
             .append_pair("scope", &self.scopes)
-            .append_pair("state", state)
-            .finish();
-        format!("{}?{q}", self.authorize_url)
+            .append_pair("state", state);
+        if self.pkce {
+            let challenge = keygate_oidc::pkce_s256(&pkce_verifier(&self.client_secret, state));
+            q.append_pair("code_challenge", &challenge)
+                .append_pair("code_challenge_method", "S256");
+        }
+        format!("{}?{}", self.authorize_url, q.finish())
     }
 
     /// A token call (client credentials in HTTP Basic, as RFC 6749 prefers, or in the form).
@@ -119,13 +134,19 @@ impl OAuth2 {
         let code = params
             .get("code")
             .ok_or_else(|| ConnectorError::Refused("no code in the answer".into()))?;
-        let body = self
-            .token(&[
-                ("grant_type", "authorization_code"),
-                ("code", code),
-                ("redirect_uri", callback),
-            ])
-            .await?;
+        let verifier = match params.get("state") {
+            Some(state) if self.pkce => Some(pkce_verifier(&self.client_secret, state)),
+            _ => None,
+        };
+        let mut form = vec![
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("redirect_uri", callback),
+        ];
+        if let Some(v) = &verifier {
+            form.push(("code_verifier", v));
+        }
+        let body = self.token(&form).await?;
         tokens_of(&body)
     }
 

@@ -115,13 +115,8 @@ impl Oidc {
             .await
     }
 
-    /// The PKCE verifier for one login, derived from its `state` and the client secret: every
-    /// replica computes the same one at the callback, and nobody without the secret can.
     fn pkce_verifier(&self, state: &str) -> String {
-        keygate_oidc::pkce_s256(&format!(
-            "keygate-pkce\n{}\n{state}",
-            self.spec.client_secret.expose()
-        ))
+        crate::oauth2::pkce_verifier(&self.spec.client_secret, state)
     }
 
     /// The `nonce` of one login, derived like the PKCE verifier: the callback knows which

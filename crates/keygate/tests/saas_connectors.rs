@@ -472,6 +472,17 @@ async fn gitlab_groups_allow_list_and_refresh_through_gitlab() {
         authorize.starts_with(&format!("{}/oauth/authorize?", gl.url)),
         "{authorize}"
     );
+    // PKCE (S256), which GitLab documents: a challenge swapped on the way (a code stolen from
+    // another sign-in) does not pass the code exchange.
+    assert_eq!(
+        TestApp::query_param(&authorize, "code_challenge_method").as_deref(),
+        Some("S256")
+    );
+    let challenge = TestApp::query_param(&authorize, "code_challenge").unwrap();
+    let swapped = authorize.replace(&challenge, &keygate_oidc::pkce_s256("another verifier"));
+    let refused = get(&app, &at_provider(&app, &swapped).await).await;
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    assert!(refused.body.contains("invalid_grant"), "{}", refused.body);
     let back = at_provider(&app, &authorize).await;
     let t = tokens(&app, &code_of(&get(&app, &back).await)).await;
     let c = id_claims(&t);

@@ -919,6 +919,8 @@ pub mod gitlab {
         pub refresh_tokens: HashMap<String, Grant>,
         /// Refresh tokens used (and so revoked), in order.
         pub used_refresh_tokens: Vec<String>,
+        /// PKCE challenges (S256) of the codes issued with one.
+        pub challenges: HashMap<String, String>,
     }
 
     pub type Gitlab = Fake<Data>;
@@ -1024,6 +1026,13 @@ spec:
             );
         };
         let code = random_hex(64);
+        // Doorkeeper's PKCE: S256 or plain; the challenge is checked at the code exchange.
+        if let Some(challenge) = q.get("code_challenge") {
+            if q.get("code_challenge_method").map(String::as_str) != Some("S256") {
+                return error("invalid_request", "Code challenge method must be S256.");
+            }
+            d.challenges.insert(code.clone(), challenge.clone());
+        }
         d.codes.insert(
             code.clone(),
             Grant {
@@ -1075,6 +1084,12 @@ spec:
                     return invalid_grant();
                 };
                 if p.get("redirect_uri") != g.redirect_uri.as_ref() {
+                    return invalid_grant();
+                }
+                let challenge = p.get("code").and_then(|c| d.challenges.remove(c));
+                if let Some(challenge) = challenge
+                    && p.get("code_verifier").map(|v| keygate_oidc::pkce_s256(v)) != Some(challenge)
+                {
                     return invalid_grant();
                 }
                 g
