@@ -83,6 +83,7 @@ pub fn router(state: AuthState) -> Router {
     let mut router = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .route("/dex-authenticator/auth", get(auth))
         .route("/dex-authenticator/sign_in", get(sign_in))
         .route("/dex-authenticator/callback", get(callback))
@@ -97,6 +98,20 @@ pub fn router(state: AuthState) -> Router {
         router.fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
     };
     router.with_state(state)
+}
+
+/// Prometheus text format (on the authenticator's own address, like `/healthz`).
+async fn metrics(State(s): State<AuthState>) -> Response {
+    static NONE: keygate_oidc::Counter = keygate_oidc::Counter::new();
+    let failures = s.inner.store.failures().unwrap_or(&NONE);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        s.inner.metrics.render(failures),
+    )
+        .into_response()
 }
 
 async fn readyz(State(s): State<AuthState>) -> Response {
@@ -207,7 +222,19 @@ fn sealer_for(cookie: &SessionCookie) -> Option<Sealer> {
     Some(Sealer::from_key(&key))
 }
 
+/// The check, counted for `/metrics`.
 async fn authenticate(s: &AuthState, headers: &HeaderMap, peer: Option<SocketAddr>) -> Outcome {
+    let outcome = check(s, headers, peer).await;
+    let m = &s.inner.metrics;
+    match &outcome {
+        Outcome::Allowed { .. } => m.checks_allowed.inc(),
+        Outcome::Unauthenticated { .. } => m.checks_unauthenticated.inc(),
+        Outcome::Forbidden(_) => m.checks_forbidden.inc(),
+    }
+    outcome
+}
+
+async fn check(s: &AuthState, headers: &HeaderMap, peer: Option<SocketAddr>) -> Outcome {
     let inner = &s.inner;
     let auth = &inner.settings.authenticator;
     let host = original_host(s, peer, headers);
@@ -226,7 +253,11 @@ async fn authenticate(s: &AuthState, headers: &HeaderMap, peer: Option<SocketAdd
         return Outcome::Unauthenticated { clear: false };
     };
     if let Some(record) = inner.recent.get(raw, inner.clock.now()) {
-        return admit(s, record, None);
+        let outcome = admit(s, record, None);
+        if matches!(outcome, Outcome::Allowed { .. }) {
+            inner.metrics.checks_from_memory.inc();
+        }
+        return outcome;
     }
     let cookie: Option<SessionCookie> = (raw.len() <= MAX_COOKIE)
         .then(|| inner.cookies.open(raw))
@@ -348,6 +379,22 @@ fn record_from(id_token: String, claims: &keygate_oidc::IdTokenClaims) -> Sessio
 
 /// Gets a new ID token with the cookie's refresh token, stores it and re-seals the cookie.
 async fn refresh(
+    s: &AuthState,
+    cookie: &SessionCookie,
+    key: &Sealer,
+    now: i64,
+) -> Result<(SessionRecord, Option<HeaderValue>), CallError> {
+    let result = refresh_once(s, cookie, key, now).await;
+    let m = &s.inner.metrics;
+    match &result {
+        Ok(_) => m.refreshes_ok.inc(),
+        Err(CallError::Refused(_)) => m.refreshes_refused.inc(),
+        Err(CallError::Unavailable(_)) => m.refreshes_unavailable.inc(),
+    }
+    result
+}
+
+async fn refresh_once(
     s: &AuthState,
     cookie: &SessionCookie,
     key: &Sealer,
@@ -636,6 +683,7 @@ async fn callback(
     };
     let record = record_from(tokens.id_token, &claims);
     store_record(&s, &cookie.t, &Sealer::from_key(&key), &record, now).await;
+    s.inner.metrics.sign_ins.inc();
     tracing::info!(target: "keygate::audit", event = "sign_in", user = %record.email, "signed in");
     let mut resp = redirect(&st.rd);
     let h = resp.headers_mut();
@@ -658,6 +706,7 @@ async fn sign_out(
         .and_then(|v| s.inner.cookies.open(v))
         .and_then(|p| serde_json::from_slice(&p).ok());
     if let Some(c) = &cookie {
+        s.inner.metrics.sign_outs.inc();
         s.inner.recent.forget_ticket(&c.t);
         s.inner.store.delete(&c.t).await;
         s.inner.provider.revoke(&c.r).await;

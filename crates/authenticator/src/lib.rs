@@ -6,6 +6,7 @@
 //! refresh token, so losing Redis or a replica costs one refresh, never a login.
 
 mod handlers;
+mod metrics;
 mod provider_client;
 mod proxy;
 mod recent;

@@ -26,6 +26,10 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn delete(&self, ticket: &str);
     /// Whether the store answers (for /readyz).
     async fn healthy(&self) -> bool;
+    /// Calls that failed or timed out, for `/metrics` (`None`: this store cannot fail).
+    fn failures(&self) -> Option<&keygate_oidc::Counter> {
+        None
+    }
 }
 
 #[derive(Default)]
@@ -83,6 +87,7 @@ pub struct RedisStore {
     last_failure: Mutex<Option<Instant>>,
     /// After a failed call, requests skip Redis until then instead of each waiting out a timeout.
     down_until: std::sync::Mutex<Option<Instant>>,
+    failures: keygate_oidc::Counter,
 }
 
 fn key(ticket: &str) -> String {
@@ -98,6 +103,7 @@ impl RedisStore {
             conn: Mutex::new(None),
             last_failure: Mutex::new(None),
             down_until: std::sync::Mutex::new(None),
+            failures: keygate_oidc::Counter::default(),
         })
     }
 
@@ -167,6 +173,9 @@ impl RedisStore {
                 }
             },
         };
+        if result.is_none() {
+            self.failures.inc();
+        }
         if let Ok(mut d) = self.down_until.lock() {
             *d = result.is_none().then(|| Instant::now() + RECONNECT_BACKOFF);
         }
@@ -224,6 +233,10 @@ impl SessionStore for RedisStore {
                 redis::cmd("DEL").arg(&k).query_async::<i64>(&mut c).await
             })
             .await;
+    }
+
+    fn failures(&self) -> Option<&keygate_oidc::Counter> {
+        Some(&self.failures)
     }
 
     async fn healthy(&self) -> bool {

@@ -6,6 +6,7 @@ use keygate_oidc::Clock;
 use tokio::sync::Mutex;
 
 use crate::handlers::SessionRecord;
+use crate::metrics::AuthMetrics;
 use crate::provider_client::ProviderClient;
 use crate::proxy::Upstream;
 use crate::recent::Recent;
@@ -34,6 +35,7 @@ pub(crate) struct Inner {
     pub clock: Arc<dyn Clock>,
     /// The themed pages (403, sign-in errors), the provider's templates.
     pub pages: keygate_pages::Pages,
+    pub metrics: AuthMetrics,
 }
 
 pub fn build_state(
@@ -59,6 +61,7 @@ pub fn build_state(
     Ok(AuthState {
         inner: Arc::new(Inner {
             pages,
+            metrics: AuthMetrics::default(),
             cookies: Sealer::derive(&secret, "session-cookie"),
             states: Sealer::derive(&secret, "sign-in-state"),
             provider: ProviderClient::new(&settings)?,

@@ -234,6 +234,24 @@ impl Stack {
             .unwrap()
     }
 
+    /// One counter of authenticator `i`'s /metrics (a series as printed, labels included).
+    async fn auth_metric(&self, i: usize, series: &str) -> u64 {
+        let text = self
+            .http
+            .get(self.auths[i].url("metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("{series} not in\n{text}"))
+            .parse()
+            .unwrap()
+    }
+
     /// `keygate sessions list --json` on the provider's database: the authenticator's sessions.
     fn provider_sessions(&self) -> Vec<Value> {
         let out = std::process::Command::new(BIN)
@@ -492,6 +510,25 @@ async fn nginx_auth_request_login_gives_the_app_identity_and_a_verifiable_id_tok
         read <= seconds,
         "20 checks within {seconds} clock seconds read Redis {read} times"
     );
+    // The same, as the authenticator's /metrics tell it.
+    let from_memory = stack
+        .auth_metric(0, "keygate_authenticator_checks_from_memory_total")
+        .await;
+    assert!(from_memory >= 20 - seconds, "{from_memory} from memory");
+    let allowed = "keygate_authenticator_checks_total{result=\"allowed\"}";
+    assert!(stack.auth_metric(0, allowed).await >= 21);
+    let forbidden = "keygate_authenticator_checks_total{result=\"forbidden\"}";
+    assert_eq!(
+        stack.auth_metric(0, forbidden).await,
+        1,
+        "the whitelist refusal"
+    );
+    assert_eq!(
+        stack
+            .auth_metric(0, "keygate_authenticator_sign_ins_total")
+            .await,
+        1
+    );
 
     // Sign out: cookie cleared, session gone from Redis, refresh token revoked at the provider,
     // back to `rd` on the application (signOutURL is the path routed *to* sign-out, as in Deckhouse).
@@ -514,6 +551,12 @@ async fn nginx_auth_request_login_gives_the_app_identity_and_a_verifiable_id_tok
     assert!(
         stack.redis[0].keys("keygate:session:*").is_empty(),
         "the session left Redis"
+    );
+    assert_eq!(
+        stack
+            .auth_metric(0, "keygate_authenticator_sign_outs_total")
+            .await,
+        1
     );
     assert_eq!(
         stack.provider_sessions().len(),
@@ -623,6 +666,18 @@ async fn redis_flush_and_outage_cost_a_refresh_never_a_login() {
         refresh_grants(&stack.metrics().await) - grants_before,
         1,
         "one refresh for three requests while Redis is down"
+    );
+    // The authenticator's /metrics show the outage and the refreshes it cost.
+    assert!(
+        stack
+            .auth_metric(0, "keygate_authenticator_store_failures_total")
+            .await
+            >= 1
+    );
+    let ok = "keygate_authenticator_refreshes_total{result=\"ok\"}";
+    assert!(
+        stack.auth_metric(0, ok).await >= 3,
+        "after two FLUSHALLs and the outage"
     );
     // Still no way in without a cookie.
     let mut anon = b.fresh();

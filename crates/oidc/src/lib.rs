@@ -27,7 +27,7 @@ pub use connector::{Connector, ConnectorError, Upstream};
 pub use error::{ErrorCode, OAuthError, ProviderError};
 pub use keys::KeyManager;
 pub use limits::IpLimiter;
-pub use metrics::{Counter, Metrics};
+pub use metrics::{Counter, Family, Metrics, render_families};
 pub use provider::{
     AuthorizeError, AuthorizeParams, ConnectorInfo, DeviceAuthorization, LoginOutcome, Provider,
     SessionInfo, TokenRequest, TokenResponse, normalize_user_code, sessions,

@@ -8,6 +8,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct Counter(AtomicU64);
 
 impl Counter {
+    pub const fn new() -> Self {
+        Self(AtomicU64::new(0))
+    }
     pub fn inc(&self) {
         self.0.fetch_add(1, Ordering::Relaxed);
     }
@@ -34,8 +37,34 @@ pub struct Metrics {
     pub token_errors: Counter,
 }
 
-/// A metric family: name, help, and its series as (labels, counter).
-type Family<'a> = (&'static str, &'static str, Vec<(&'static str, &'a Counter)>);
+/// A metric family: name, help, and its series as (labels, counter). No series: the build-info
+/// gauge.
+pub type Family<'a> = (&'static str, &'static str, Vec<(&'static str, &'a Counter)>);
+
+/// The Prometheus text format of `families`.
+pub fn render_families(families: &[Family]) -> String {
+    let mut out = String::new();
+    for (name, help, series) in families {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        if series.is_empty() {
+            let _ = writeln!(
+                out,
+                "# TYPE {name} gauge\n{name}{{version=\"{}\"}} 1",
+                env!("CARGO_PKG_VERSION")
+            );
+            continue;
+        }
+        let _ = writeln!(out, "# TYPE {name} counter");
+        for (labels, counter) in series {
+            if labels.is_empty() {
+                let _ = writeln!(out, "{name} {}", counter.get());
+            } else {
+                let _ = writeln!(out, "{name}{{{labels}}} {}", counter.get());
+            }
+        }
+    }
+    out
+}
 
 impl Metrics {
     pub fn render(&self) -> String {
@@ -97,26 +126,6 @@ impl Metrics {
                 vec![],
             ),
         ];
-        let mut out = String::new();
-        for (name, help, series) in families {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            if series.is_empty() {
-                let _ = writeln!(
-                    out,
-                    "# TYPE {name} gauge\n{name}{{version=\"{}\"}} 1",
-                    env!("CARGO_PKG_VERSION")
-                );
-                continue;
-            }
-            let _ = writeln!(out, "# TYPE {name} counter");
-            for (labels, counter) in series {
-                if labels.is_empty() {
-                    let _ = writeln!(out, "{name} {}", counter.get());
-                } else {
-                    let _ = writeln!(out, "{name}{{{labels}}} {}", counter.get());
-                }
-            }
-        }
-        out
+        render_families(&families)
     }
 }
