@@ -88,6 +88,7 @@ impl KeyManager {
                         next: Some(generate(settings, now).await?),
                         verification: Vec::new(),
                         next_rotation: now + settings.rotation_period,
+                        signing_since: now,
                     };
                     match store.create(&keys).await {
                         Ok(()) => {
@@ -101,7 +102,13 @@ impl KeyManager {
                 }
                 Some((keys, version)) => {
                     let alg = settings.algorithm.as_str();
-                    let wrong_alg = keys.signing.alg != alg;
+                    // A configured algorithm that differs replaces the key at once, unless the
+                    // key itself was put in place less than a token lifetime ago: then another
+                    // replica just switched it (a rolling update changing `signing.algorithm`),
+                    // and switching back would make old and new replicas undo each other every
+                    // refresh. The stored key signs meanwhile, whatever this replica's setting.
+                    let settled = now >= keys.signing_since + retire_after + RETIRE_SLACK;
+                    let wrong_alg = keys.signing.alg != alg && settled;
                     if now < keys.next_rotation && !wrong_alg {
                         return Ok(keys);
                     }
@@ -132,6 +139,7 @@ impl KeyManager {
                         next: Some(generate(settings, now).await?),
                         verification,
                         next_rotation: now + settings.rotation_period,
+                        signing_since: now,
                     };
                     if store.compare_and_swap(version, &rotated).await? {
                         tracing::info!(kid = %rotated.signing.kid, retired = %keys.signing.kid, "rotated the signing key");
@@ -273,7 +281,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn changing_the_algorithm_rotates_at_once() {
+    async fn changing_the_algorithm_replaces_a_settled_key() {
         let store = Store::new(StdArc::new(MemoryBackend::new()));
         let _ = KeyManager::start(store.clone(), settings(), 600, 1_000)
             .await
@@ -282,14 +290,42 @@ mod tests {
             algorithm: SigningAlgorithm::Rs256,
             rotation_period: 3600,
         };
+        // A key put in place moments ago (perhaps by another replica) signs on for a while...
         let keys = KeyManager::start(store.clone(), rsa, 600, 1_001)
             .await
             .unwrap();
+        assert_eq!(keys.algorithm(), "ES256");
+        // ...and a token lifetime (+ 60 s) after it was put in place, the setting applies.
+        keys.refresh(1_000 + 600 + RETIRE_SLACK).await.unwrap();
         assert_eq!(keys.algorithm(), "RS256");
         assert_eq!(
             keys.current().jwks[1]["alg"],
             "RS256",
             "the next key follows the new algorithm"
         );
+    }
+
+    #[tokio::test]
+    async fn a_rolling_update_changing_the_algorithm_switches_once() {
+        let store = Store::new(StdArc::new(MemoryBackend::new()));
+        let rsa = SigningSettings {
+            algorithm: SigningAlgorithm::Rs256,
+            rotation_period: 3600,
+        };
+        // An old replica (ES256) made the keys long ago; a new one (RS256) starts and switches.
+        let old = KeyManager::start(store.clone(), settings(), 600, 1_000)
+            .await
+            .unwrap();
+        let new = KeyManager::start(store.clone(), rsa, 600, 3_000)
+            .await
+            .unwrap();
+        assert_eq!(new.algorithm(), "RS256");
+        // The old replica refreshes: it takes the new key rather than switching back.
+        old.refresh(3_030).await.unwrap();
+        assert_eq!(old.algorithm(), "RS256", "no flip-flop during the rollout");
+        assert_eq!(old.jwks_bytes(), new.jwks_bytes());
+        // An old replica still running a token lifetime later does switch (its setting applies).
+        old.refresh(3_000 + 600 + RETIRE_SLACK).await.unwrap();
+        assert_eq!(old.algorithm(), "ES256");
     }
 }

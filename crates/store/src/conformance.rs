@@ -217,6 +217,7 @@ async fn garbage_collection(store: &Store) {
         next: None,
         verification: vec![],
         next_rotation: 0,
+        signing_since: 0,
     };
     store.create(&keys).await.unwrap();
     assert_eq!(store.collect_garbage(600).await.unwrap(), 3);

@@ -168,6 +168,9 @@ pub struct SigningKeys {
     #[serde(default)]
     pub verification: Vec<VerificationKey>,
     pub next_rotation: i64,
+    /// When `signing` started signing (0: before this was recorded).
+    #[serde(default)]
+    pub signing_since: i64,
 }
 
 impl SigningKeys {
