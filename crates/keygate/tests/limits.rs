@@ -95,6 +95,23 @@ async fn twenty_then_one_every_six_seconds(login: &str) {
         metrics.contains("keygate_login_attempts_total{result=\"rate_limited_user\"} 3"),
         "{metrics}"
     );
+    // Request durations by route template, never by raw path (the connector id is a label value
+    // of nobody's choosing).
+    let logins: u64 = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(
+                "keygate_http_request_duration_seconds_count{route=\"/auth/{connector}/login\"} ",
+            )
+        })
+        .unwrap_or_else(|| panic!("{metrics}"))
+        .parse()
+        .unwrap();
+    assert!(logins >= 23, "{logins} login requests timed");
+    assert!(
+        !metrics.contains("route=\"/auth/local/login\""),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]

@@ -6,6 +6,7 @@ mod client_ip;
 mod form;
 mod handlers;
 mod kubeconfig;
+mod request_metrics;
 mod respond;
 mod serve;
 mod state;

@@ -19,6 +19,8 @@ pub struct AppState {
     pub trusted_proxies: Arc<Vec<keygate_config::IpNet>>,
     /// Seals the kubeconfig page's cookies; its key lives in storage, loaded on first use.
     pub page_sealer: Arc<tokio::sync::OnceCell<keygate_oidc::Sealer>>,
+    /// Request durations per route, for `/metrics`.
+    pub requests: Arc<crate::request_metrics::RequestMetrics>,
 }
 
 impl AppState {
@@ -41,6 +43,7 @@ impl AppState {
             base_path,
             trusted_proxies,
             page_sealer: Arc::new(tokio::sync::OnceCell::new()),
+            requests: Arc::default(),
         }
     }
 }

@@ -59,7 +59,7 @@ pub async fn metrics(State(s): State<AppState>) -> Response {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        s.provider.metrics().render(),
+        s.provider.metrics().render() + &s.requests.render(),
     )
         .into_response()
 }
