@@ -95,8 +95,23 @@ fn key(ticket: &str) -> String {
 }
 
 impl RedisStore {
-    pub fn new(url: &str) -> Result<Self, String> {
-        let client = redis::Client::open(url).map_err(|e| format!("invalid Redis URL: {e}"))?;
+    /// `ca_file`: PEM CA certificates to trust for `rediss://` instead of the system's.
+    pub fn new(url: &str, ca_file: Option<&std::path::Path>) -> Result<Self, String> {
+        let client = match ca_file {
+            None => redis::Client::open(url),
+            Some(path) => {
+                let pem = std::fs::read(path)
+                    .map_err(|e| format!("spec.sessionStore.caFile {}: {e}", path.display()))?;
+                redis::Client::build_with_tls(
+                    url,
+                    redis::TlsCertificates {
+                        client_tls: None,
+                        root_cert: Some(pem),
+                    },
+                )
+            }
+        }
+        .map_err(|e| format!("invalid Redis URL: {e}"))?;
         Ok(Self {
             client,
             fallback: MemoryStore::default(),

@@ -44,7 +44,9 @@ pub fn build_state(
 ) -> Result<AuthState, String> {
     let store: Box<dyn SessionStore> = match &settings.session_store {
         SessionStoreConfig::Memory => Box::new(MemoryStore::default()),
-        SessionStoreConfig::Redis { url } => Box::new(RedisStore::new(url.expose())?),
+        SessionStoreConfig::Redis { url, ca_file } => {
+            Box::new(RedisStore::new(url.expose(), ca_file.as_deref())?)
+        }
     };
     let secret = settings.cookie_secret.expose().as_bytes().to_vec();
     let upstream = settings

@@ -126,6 +126,8 @@ struct SessionStoreSpec {
     /// Serve the checks of one cookie within a second from the session this replica opened.
     #[serde(default)]
     cache: Option<bool>,
+    #[serde(default, rename = "caFile")]
+    ca_file: Option<String>,
 }
 
 /// One application domain the authenticator protects.
@@ -194,7 +196,11 @@ impl AuthenticatorSpec {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SessionStoreConfig {
     Memory,
-    Redis { url: Secret },
+    Redis {
+        url: Secret,
+        /// PEM CA certificates to trust for `rediss://` (else the system's).
+        ca_file: Option<std::path::PathBuf>,
+    },
 }
 
 /// Everything `keygate authenticator` needs.
@@ -422,31 +428,42 @@ pub fn load_authenticator(path: &Path) -> Result<AuthenticatorSettings, ConfigEr
         .unwrap_or(true);
     let session_store = match spec.session_store {
         None => SessionStoreConfig::Memory,
-        Some(s) => {
-            match s.kind.as_str() {
-                "memory" => SessionStoreConfig::Memory,
-                "redis" => {
-                    let url = secret::resolve(
-                        "url",
-                        s.url.as_deref(),
-                        s.url_from_env.as_deref(),
-                        s.url_file.as_deref(),
-                    )
-                    .map_err(|e| prefixed(e, "spec.sessionStore.", doc))?
-                    .ok_or_else(|| doc.err("spec.sessionStore.url", "is required for redis"))?;
-                    if !url.expose().starts_with("redis://") {
-                        return Err(doc.err("spec.sessionStore.url", "must be a redis:// URL (TLS to Redis, rediss://, is not supported yet)"));
-                    }
-                    SessionStoreConfig::Redis { url }
-                }
-                other => {
+        Some(s) => match s.kind.as_str() {
+            "memory" => SessionStoreConfig::Memory,
+            "redis" => {
+                let url = secret::resolve(
+                    "url",
+                    s.url.as_deref(),
+                    s.url_from_env.as_deref(),
+                    s.url_file.as_deref(),
+                )
+                .map_err(|e| prefixed(e, "spec.sessionStore.", doc))?
+                .ok_or_else(|| doc.err("spec.sessionStore.url", "is required for redis"))?;
+                let tls = url.expose().starts_with("rediss://");
+                if !tls && !url.expose().starts_with("redis://") {
                     return Err(doc.err(
-                        "spec.sessionStore.type",
-                        format!("{other:?}: use redis or memory"),
+                        "spec.sessionStore.url",
+                        "must be a redis:// or rediss:// (TLS) URL",
                     ));
                 }
+                if s.ca_file.is_some() && !tls {
+                    return Err(doc.err(
+                        "spec.sessionStore.caFile",
+                        "is for TLS: the url must be rediss://",
+                    ));
+                }
+                SessionStoreConfig::Redis {
+                    url,
+                    ca_file: s.ca_file.map(Into::into),
+                }
             }
-        }
+            other => {
+                return Err(doc.err(
+                    "spec.sessionStore.type",
+                    format!("{other:?}: use redis or memory"),
+                ));
+            }
+        },
     };
     if let Some(u) = &spec.upstream {
         let parsed =

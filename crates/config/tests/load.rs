@@ -338,4 +338,29 @@ fn authenticator_session_cache_is_on_unless_turned_off() {
     );
     let err = load("cache-bad", "{type: memory, cache: sometimes}").unwrap_err();
     assert!(err.to_string().contains("cache"), "{err}");
+    // TLS to Redis: rediss:// with an optional CA file; a CA file for plain redis:// is a mistake.
+    let tls = load(
+        "rediss",
+        "{type: redis, url: \"rediss://r:6380/0\", caFile: /etc/ca.pem}",
+    )
+    .unwrap();
+    assert!(matches!(
+        tls.session_store,
+        keygate_config::SessionStoreConfig::Redis {
+            ca_file: Some(_),
+            ..
+        }
+    ));
+    let err = load(
+        "redis-ca",
+        "{type: redis, url: \"redis://r:6379/0\", caFile: /etc/ca.pem}",
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.field.as_deref(),
+        Some("spec.sessionStore.caFile"),
+        "{err}"
+    );
+    let err = load("redis-http", "{type: redis, url: \"http://r/\"}").unwrap_err();
+    assert_eq!(err.field.as_deref(), Some("spec.sessionStore.url"), "{err}");
 }

@@ -24,6 +24,8 @@ const PASSWORD: &str = "password";
 enum SessionStore {
     Redis,
     Memory,
+    /// Redis over TLS only (`rediss://` with `caFile`).
+    RedisTls,
 }
 
 struct Options {
@@ -98,6 +100,16 @@ impl Stack {
                     // As in Deckhouse: every replica has its own Redis.
                     let r = Redis::start(&dir);
                     let s = format!("{{type: redis, url: \"{}\"}}", r.url());
+                    redis.push(r);
+                    s
+                }
+                SessionStore::RedisTls => {
+                    let r = Redis::start_tls(&dir, (&cert, &key, &ca));
+                    let s = format!(
+                        "{{type: redis, url: \"{}\", caFile: \"{}\"}}",
+                        r.url(),
+                        ca.display()
+                    );
                     redis.push(r);
                     s
                 }
@@ -694,6 +706,70 @@ fn refresh_grants(metrics: &str) -> u64 {
         })
         .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
         .sum::<f64>() as u64
+}
+
+/// Redis over TLS (`rediss://`, the CA from `caFile`): sessions land there, encrypted in transit
+/// too; losing them costs a refresh as with plain Redis.
+#[tokio::test]
+async fn redis_over_tls() {
+    let stack = Stack::start(Options {
+        store: SessionStore::RedisTls,
+        ..Options::default()
+    })
+    .await;
+    let mut b = stack.browser();
+    stack.sign_in(&mut b, "/tls").await;
+    assert_eq!(
+        stack.redis[0].keys("keygate:session:*").len(),
+        1,
+        "the session is in the TLS-only Redis"
+    );
+    let ready = stack
+        .http
+        .get(stack.auths[0].url("readyz"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(ready.contains("session store: ok"), "{ready}");
+    assert_eq!(
+        stack
+            .auth_metric(0, "keygate_authenticator_store_failures_total")
+            .await,
+        0
+    );
+    stack.redis[0].flushall();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let r = b.get(&stack.url("/after-flush")).await;
+    assert_eq!(r.status, 200, "{}", r.summary());
+    assert_eq!(
+        stack.redis[0].keys("keygate:session:*").len(),
+        1,
+        "stored again"
+    );
+
+    // Without caFile the system's CAs do not know the test CA: the certificate is refused, so
+    // this replica never reaches Redis (its sessions would cost refreshes, never a leak).
+    let port = free_port();
+    let ca = format!(", caFile: \"{}\"", stack.ca.display());
+    let yaml = stack.auth_yaml[0].replace(&ca, "").replace(
+        &format!("127.0.0.1:{}\n", stack.auths[0].port),
+        &format!("127.0.0.1:{port}\n"),
+    );
+    assert!(!yaml.contains("caFile"), "{yaml}");
+    let untrusting = start_authenticator(&stack.dir, port, &yaml).await;
+    let ready = stack
+        .http
+        .get(untrusting.url("readyz"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(ready.contains("session store: unavailable"), "{ready}");
 }
 
 /// 3. Two replicas, each with its own Redis (as in Deckhouse), behind nginx round-robin: one

@@ -202,27 +202,55 @@ fn wait_tcp(port: u16, proc: &mut Proc) {
 pub struct Redis {
     pub port: u16,
     pub proc: Proc,
+    /// TLS only (`rediss://`): the CA of its certificate.
+    pub ca: Option<PathBuf>,
 }
 
 impl Redis {
     /// `redis-server` in the foreground (persisting nothing), as RECIPES.md says.
     pub fn start(dir: &Path) -> Redis {
+        Self::spawn(dir, None)
+    }
+
+    /// The same, TLS only, with `(cert, key, ca)` from [`make_certificate`].
+    pub fn start_tls(dir: &Path, tls: (&Path, &Path, &Path)) -> Redis {
+        Self::spawn(dir, Some(tls))
+    }
+
+    fn spawn(dir: &Path, tls: Option<(&Path, &Path, &Path)>) -> Redis {
         let server = ensure_tool("redis-server", "redis-server");
         ensure_tool("redis-cli", "redis-tools");
         let port = free_port();
         let data = dir.join(format!("redis-{port}"));
         std::fs::create_dir_all(&data).unwrap();
+        let mut cmd = Command::new(server);
+        cmd.args(["--bind", "127.0.0.1"]);
+        match tls {
+            None => cmd.args(["--port", &port.to_string()]),
+            Some((cert, key, ca)) => cmd
+                .args(["--port", "0", "--tls-port", &port.to_string()])
+                .arg("--tls-cert-file")
+                .arg(cert)
+                .arg("--tls-key-file")
+                .arg(key)
+                .arg("--tls-ca-cert-file")
+                .arg(ca)
+                .args(["--tls-auth-clients", "no"]),
+        };
+        cmd.args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .arg("--dir")
+            .arg(&data);
         let mut proc = Proc::spawn(
             "redis-server",
-            Command::new(server)
-                .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-                .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-                .arg("--dir")
-                .arg(&data),
+            &mut cmd,
             dir.join(format!("redis-{port}.log")),
         );
         wait_tcp(port, &mut proc);
-        let redis = Redis { port, proc };
+        let redis = Redis {
+            port,
+            proc,
+            ca: tls.map(|(_, _, ca)| ca.to_owned()),
+        };
         let deadline = Instant::now() + Duration::from_secs(10);
         while redis.cli(&["PING"]).trim() != "PONG" {
             assert!(Instant::now() < deadline, "redis does not answer PING");
@@ -232,15 +260,17 @@ impl Redis {
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        let scheme = if self.ca.is_some() { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}/0", self.port)
     }
 
     pub fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new("redis-cli")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "--raw"])
-            .args(args)
-            .output()
-            .unwrap();
+        let mut cmd = Command::new("redis-cli");
+        cmd.args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "--raw"]);
+        if let Some(ca) = &self.ca {
+            cmd.arg("--tls").arg("--cacert").arg(ca);
+        }
+        let out = cmd.args(args).output().unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
