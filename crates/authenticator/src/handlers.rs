@@ -707,8 +707,8 @@ async fn sign_out(
         .and_then(|p| serde_json::from_slice(&p).ok());
     if let Some(c) = &cookie {
         s.inner.metrics.sign_outs.inc();
-        s.inner.recent.forget_ticket(&c.t);
         s.inner.store.delete(&c.t).await;
+        s.inner.recent.forget_ticket(&c.t, s.inner.clock.now());
         s.inner.provider.revoke(&c.r).await;
         tracing::info!(target: "keygate::audit", event = "sign_out", "signed out");
     }

@@ -21,13 +21,18 @@ pub struct OAuth2 {
     pub pkce: bool,
 }
 
-/// The PKCE verifier of one login, derived from its `state` and the client secret: every replica
-/// computes the same one at the callback, and nobody without the secret can.
-pub fn pkce_verifier(client_secret: &Secret, state: &str) -> String {
+/// A per-login value (`label`: what for) derived from the login's `state` and the client secret:
+/// every replica computes the same one at the callback, and nobody without the secret can.
+pub fn per_login(label: &str, client_secret: &Secret, state: &str) -> String {
     keygate_oidc::pkce_s256(&format!(
-        "keygate-pkce\n{}\n{state}",
+        "keygate-{label}\n{}\n{state}",
         client_secret.expose()
     ))
+}
+
+/// The PKCE verifier of one login.
+pub fn pkce_verifier(client_secret: &Secret, state: &str) -> String {
+    per_login("pkce", client_secret, state)
 }
 
 /// What a code exchange or a refresh yields.

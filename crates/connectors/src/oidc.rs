@@ -122,10 +122,7 @@ impl Oidc {
     /// The `nonce` of one login, derived like the PKCE verifier: the callback knows which
     /// nonce the ID token must carry without storing anything.
     fn nonce(&self, state: &str) -> String {
-        keygate_oidc::pkce_s256(&format!(
-            "keygate-nonce\n{}\n{state}",
-            self.spec.client_secret.expose()
-        ))
+        crate::oauth2::per_login("nonce", &self.spec.client_secret, state)
     }
 
     async fn token(&self, form: &[(&str, &str)]) -> Result<Value, ConnectorError> {
@@ -327,14 +324,9 @@ impl Connector for Oidc {
         callback: &str,
         params: &HashMap<String, String>,
     ) -> Result<Upstream, ConnectorError> {
-        if let Some(error) = params.get("error") {
-            return Err(ConnectorError::Refused(format!(
-                "{error}: {}",
-                params.get("error_description").map_or("", String::as_str)
-            )));
-        }
         let d = self.discovery().await?;
-        // RFC 9207: an answer naming another issuer was meant for another connector (mix-up).
+        // RFC 9207, error answers included: an answer naming another issuer was meant for
+        // another connector (mix-up).
         match params.get("iss") {
             Some(iss) if *iss != d.issuer => {
                 return Err(ConnectorError::Refused(format!(
@@ -349,6 +341,12 @@ impl Connector for Oidc {
                 ));
             }
             _ => {}
+        }
+        if let Some(error) = params.get("error") {
+            return Err(ConnectorError::Refused(format!(
+                "{error}: {}",
+                params.get("error_description").map_or("", String::as_str)
+            )));
         }
         let code = params
             .get("code")

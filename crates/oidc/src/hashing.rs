@@ -39,6 +39,11 @@ impl HashingPool {
     ) -> Option<T> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move || {
+            // The request gave up (client gone, timeout): its hash would be wasted CPU, and in
+            // a storm the queue would fill with such jobs.
+            if tx.is_closed() {
+                return;
+            }
             let _ = tx.send(f());
         });
         self.jobs.lock().ok()?.send(job).ok()?;
@@ -62,11 +67,18 @@ fn worker(queue: &Mutex<Receiver<Job>>) {
     }
 }
 
-/// On Linux the nice value belongs to the thread (`setpriority` on the calling thread).
+/// On Linux the nice value belongs to the thread (`setpriority` on the calling thread). Never
+/// raises it: a process already running nicer than `NICE` keeps its own value.
 fn lower_priority() {
     #[cfg(target_os = "linux")]
-    if let Err(e) = rustix::process::setpriority_process(None, NICE) {
-        tracing::warn!(error = %e, "cannot lower the priority of a password hashing thread");
+    {
+        let current = rustix::process::getpriority_process(None).unwrap_or(0);
+        if current >= NICE {
+            return;
+        }
+        if let Err(e) = rustix::process::setpriority_process(None, NICE) {
+            tracing::warn!(error = %e, "cannot lower the priority of a password hashing thread");
+        }
     }
 }
 
@@ -93,5 +105,25 @@ mod tests {
         for i in 0..8 {
             assert_eq!(pool.run(move || i).await, Some(i));
         }
+    }
+
+    #[tokio::test]
+    async fn a_job_whose_request_gave_up_is_skipped() {
+        let pool = Arc::new(HashingPool::new(1));
+        let ran = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        // The one thread is busy; the next job is queued, then its caller gives up.
+        let (release, hold) = std::sync::mpsc::channel::<()>();
+        let p = pool.clone();
+        let busy = tokio::spawn(async move { p.run(move || hold.recv().is_ok()).await });
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let counted = ran.clone();
+        let abandoned = pool.run(move || counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst));
+        let gave_up = tokio::time::timeout(std::time::Duration::from_millis(20), abandoned).await;
+        assert!(gave_up.is_err(), "still queued behind the busy thread");
+        release.send(()).unwrap();
+        assert_eq!(busy.await.unwrap(), Some(true));
+        // A later job runs, proving the queue moved past the abandoned one without running it.
+        assert_eq!(pool.run(|| 7).await, Some(7));
+        assert_eq!(ran.load(std::sync::atomic::Ordering::SeqCst), 0);
     }
 }

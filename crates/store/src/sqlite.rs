@@ -20,7 +20,11 @@ use crate::{Backend, Kind, Record, StoreError, Take, Versioned};
 /// instead of failing with SQLITE_BUSY (on the blocking pool only).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Open connections kept for reuse; more may exist at once under load, and are closed after use.
-const IDLE_CONNECTIONS: usize = 8;
+/// Reads run on the request threads, so this is well above any runtime's worker count.
+const IDLE_CONNECTIONS: usize = 32;
+/// The schema's version (`PRAGMA user_version`), for migrations to come. Databases made through
+/// sqlx's migrator have 0 and the same schema.
+const SCHEMA_VERSION: i64 = 1;
 
 /// The schema, idempotent. Databases made by earlier versions (through sqlx's migrator, which
 /// also left a `_sqlx_migrations` table) already have it.
@@ -47,6 +51,9 @@ const LIST_OWNED: &str = "SELECT id, version, owner, expires_at, data FROM objec
 
 pub struct SqliteBackend {
     pool: Arc<Pool>,
+    /// SQLite has one writer at a time: in this process, writers queue here (fairly, without
+    /// holding a thread), and `busy_timeout` only waits for other processes.
+    writer: tokio::sync::Semaphore,
 }
 
 struct Pool {
@@ -157,7 +164,10 @@ impl SqliteBackend {
             patient: Mutex::new(Vec::new()),
             immediate: Mutex::new(Vec::new()),
         });
-        let backend = Self { pool };
+        let backend = Self {
+            pool,
+            writer: tokio::sync::Semaphore::new(1),
+        };
         backend
             .blocking(|conn| {
                 // WAL is a property of the file: set once, every later connection uses it.
@@ -165,11 +175,32 @@ impl SqliteBackend {
                 if !mode.eq_ignore_ascii_case("wal") {
                     tracing::warn!(mode, "SQLite did not switch to WAL mode");
                 }
-                conn.execute_batch(SCHEMA)
+                conn.execute_batch(SCHEMA)?;
+                let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+                if version > SCHEMA_VERSION {
+                    return Err(rusqlite::Error::InvalidParameterName(format!(
+                        "schema version {version} was written by a newer Keygate \
+                         (this one knows {SCHEMA_VERSION})"
+                    )));
+                }
+                conn.pragma_update(None, "user_version", SCHEMA_VERSION)
             })
             .await
             .map_err(|e| StoreError::Backend(format!("cannot open {path}: {e}")))?;
         Ok(backend)
+    }
+
+    /// A write: one at a time in this process, on the blocking pool.
+    async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let _turn = self
+            .writer
+            .acquire()
+            .await
+            .map_err(|e| StoreError::Backend(e.to_string()))?;
+        self.blocking(f).await
     }
 
     /// Runs `f` on tokio's blocking pool with a connection that waits for locks.
@@ -217,7 +248,7 @@ fn create_private_file(path: &str) -> Result<(), StoreError> {
 impl Backend for SqliteBackend {
     async fn create(&self, kind: Kind, id: &str, record: &Record) -> Result<(), StoreError> {
         let (id, record) = (id.to_owned(), record.clone());
-        self.blocking(move |c| {
+        self.write(move |c| {
             c.prepare_cached(
                 "INSERT INTO objects (kind, id, version, owner, expires_at, data) \
                  VALUES (?1, ?2, 1, ?3, ?4, ?5)",
@@ -247,7 +278,7 @@ impl Backend for SqliteBackend {
         record: &Record,
     ) -> Result<bool, StoreError> {
         let (id, record) = (id.to_owned(), record.clone());
-        self.blocking(move |c| {
+        self.write(move |c| {
             c.prepare_cached(
                 "UPDATE objects SET version = version + 1, owner = ?1, expires_at = ?2, data = ?3 \
                  WHERE kind = ?4 AND id = ?5 AND version = ?6",
@@ -267,7 +298,7 @@ impl Backend for SqliteBackend {
 
     async fn delete(&self, kind: Kind, id: &str) -> Result<bool, StoreError> {
         let id = id.to_owned();
-        self.blocking(move |c| {
+        self.write(move |c| {
             c.prepare_cached("DELETE FROM objects WHERE kind = ?1 AND id = ?2")?
                 .execute(params![kind.as_str(), id])
                 .map(|n| n == 1)
@@ -291,7 +322,7 @@ impl Backend for SqliteBackend {
     }
 
     async fn delete_expired(&self, now: i64) -> Result<u64, StoreError> {
-        self.blocking(move |c| {
+        self.write(move |c| {
             c.prepare_cached(
                 "DELETE FROM objects WHERE expires_at IS NOT NULL AND expires_at <= ?1",
             )?
@@ -312,7 +343,7 @@ impl Backend for SqliteBackend {
         // One statement: insert a fresh bucket, or update it only if it has a token. The SET
         // expressions all see the row as it was; `data` records the decision for RETURNING.
         let (tat, decision): (i64, String) = self
-            .blocking(move |c| {
+            .write(move |c| {
                 c.prepare_cached(
                     "INSERT INTO objects (kind, id, version, owner, expires_at, data) \
                      VALUES ('limit', ?1, 1, NULL, ?2 + ?3, 'allowed') \
@@ -342,7 +373,7 @@ impl Backend for SqliteBackend {
 
     async fn give_back(&self, key: &str, now: i64, interval: i64) -> Result<(), StoreError> {
         let key = key.to_owned();
-        self.blocking(move |c| {
+        self.write(move |c| {
             c.prepare_cached(
                 "UPDATE objects SET expires_at = max(expires_at - ?3, ?2), version = version + 1 \
                  WHERE kind = 'limit' AND id = ?1",
@@ -364,5 +395,53 @@ impl Backend for SqliteBackend {
 
     async fn ping(&self) -> Result<(), StoreError> {
         self.read(|c| c.query_row("SELECT 1", [], |_| Ok(()))).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// In WAL mode a reader finds the database busy only in rare moments (another connection
+    /// recovering the WAL): the read is then retried on the blocking pool, where it may wait.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_busy_read_is_retried_off_the_request_thread() {
+        let dir = std::env::temp_dir().join(format!("keygate-busy-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let backend = SqliteBackend::open(dir.join("db.sqlite").to_str().unwrap())
+            .await
+            .unwrap();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let request_thread = std::thread::current().id();
+        let seen = calls.clone();
+        let answer = backend
+            .read(move |c| {
+                if seen.fetch_add(1, Ordering::SeqCst) == 0 {
+                    assert_eq!(std::thread::current().id(), request_thread);
+                    return Err(rusqlite::Error::SqliteFailure(
+                        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+                        None,
+                    ));
+                }
+                assert_ne!(
+                    std::thread::current().id(),
+                    request_thread,
+                    "retried elsewhere"
+                );
+                c.query_row("SELECT 42", [], |r| r.get::<_, i64>(0))
+            })
+            .await
+            .unwrap();
+        assert_eq!(answer, 42);
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        // Other errors are not retried.
+        let err = backend
+            .read(|c| c.query_row("SELECT nope", [], |r| r.get::<_, i64>(0)))
+            .await;
+        assert!(matches!(err, Err(StoreError::Backend(_))), "{err:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
