@@ -83,7 +83,6 @@ pub fn router(state: AuthState) -> Router {
     let mut router = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
         .route("/dex-authenticator/auth", get(auth))
         .route("/dex-authenticator/sign_in", get(sign_in))
         .route("/dex-authenticator/callback", get(callback))
@@ -92,12 +91,23 @@ pub fn router(state: AuthState) -> Router {
             "/dex-authenticator/static/{file}",
             get(|Path(file): Path<String>| async move { keygate_pages::static_response(&file) }),
         );
+    // In reverse-proxy mode every other path, `/metrics` included, is the application's.
     router = if state.inner.upstream.is_some() {
         router.fallback(proxied)
     } else {
-        router.fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
+        router
+            .route("/metrics", get(metrics))
+            .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
     };
     router.with_state(state)
+}
+
+/// `/metrics` alone, for `spec.metricsListen`.
+pub fn metrics_router(state: AuthState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
+        .with_state(state)
 }
 
 /// Prometheus text format (on the authenticator's own address, like `/healthz`).

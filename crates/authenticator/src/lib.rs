@@ -13,5 +13,5 @@ mod recent;
 mod session;
 mod state;
 
-pub use handlers::router;
+pub use handlers::{metrics_router, router};
 pub use state::{AuthState, build_state};

@@ -110,6 +110,8 @@ struct AuthenticatorConfigSpec {
     logging: Option<crate::manifests::LoggingSpec>,
     #[serde(default)]
     frontend: Option<crate::manifests::FrontendSpec>,
+    #[serde(default)]
+    metrics_listen: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -223,6 +225,8 @@ pub struct AuthenticatorSettings {
     pub logging: Logging,
     /// The look of the authenticator's pages (`spec.frontend`, as in KeygateConfig).
     pub frontend: crate::Frontend,
+    /// A second address serving only `/metrics` (`spec.metricsListen`).
+    pub metrics_listen: Option<String>,
     pub warnings: Vec<String>,
 }
 
@@ -498,6 +502,7 @@ pub fn load_authenticator(path: &Path) -> Result<AuthenticatorSettings, ConfigEr
         )?,
         logging,
         frontend: crate::load::frontend(spec.frontend),
+        metrics_listen: spec.metrics_listen,
         warnings,
     })
 }

@@ -217,16 +217,47 @@ async fn serve_authenticator(settings: keygate_config::AuthenticatorSettings) ->
     if let Some(u) = &settings.upstream {
         lines.push(format!("  upstream    {u}  (reverse-proxy mode)"));
     }
+    let metrics_listener = match &settings.metrics_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (spec.metricsListen)"))?,
+        ),
+        None => None,
+    };
+    match &metrics_listener {
+        Some(l) => lines.push(format!("  metrics     http://{}/metrics", l.local_addr()?)),
+        None if settings.upstream.is_none() => {
+            lines.push(format!("  metrics     http://{local}/metrics"));
+        }
+        None => {}
+    }
     let state = keygate_authenticator::build_state(settings, Arc::new(SystemClock))
         .map_err(anyhow::Error::msg)?;
     eprintln!("\n{}\n", lines.join("\n"));
-    serve(
+    let metrics = async {
+        match metrics_listener {
+            Some(l) => {
+                serve(
+                    l,
+                    keygate_authenticator::metrics_router(state.clone()),
+                    None,
+                    shutdown_signal(),
+                )
+                .await
+            }
+            None => Ok(()),
+        }
+    };
+    let main = serve(
         listener,
-        keygate_authenticator::router(state),
+        keygate_authenticator::router(state.clone()),
         None,
         shutdown_signal(),
-    )
-    .await?;
+    );
+    let (main, metrics) = tokio::join!(main, metrics);
+    main?;
+    metrics?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -63,6 +63,8 @@ struct Stack {
     provider: Keygate,
     app: EchoApp,
     http: reqwest::Client,
+    /// Reverse-proxy mode: the first replica's `metricsListen` port.
+    metrics_port: Option<u16>,
 }
 
 impl Stack {
@@ -94,6 +96,7 @@ impl Stack {
         let mut auths = Vec::new();
         let mut auth_yaml = Vec::new();
         let upstream = format!("http://127.0.0.1:{}", app.port);
+        let metrics_port = opts.reverse_proxy.then(free_port);
         for port in &auth_ports {
             let store = match opts.store {
                 SessionStore::Redis => {
@@ -125,6 +128,11 @@ impl Stack {
                     opts.reverse_proxy.then_some(upstream.as_str()),
                 )
             );
+            let yaml = match metrics_port {
+                // The spec block is the last document: one more field of it.
+                Some(m) if auths.is_empty() => format!("{yaml}  metricsListen: 127.0.0.1:{m}\n"),
+                _ => yaml,
+            };
             auths.push(start_authenticator(&dir, *port, &yaml).await);
             auth_yaml.push(yaml);
         }
@@ -147,6 +155,7 @@ impl Stack {
             provider,
             app,
             http,
+            metrics_port,
         }
     }
 
@@ -1007,6 +1016,34 @@ async fn reverse_proxy_mode_authenticates_in_line() {
     );
 
     stack.sign_in(&mut b, "/page?x=1").await;
+
+    // `/metrics` is the application's path here; the authenticator's own are on metricsListen.
+    let r = b.get(&stack.url("/metrics")).await;
+    assert_eq!(r.status, 200, "{}", r.summary());
+    assert!(!r.body.contains("keygate_authenticator"), "{}", r.body);
+    assert!(
+        stack
+            .app
+            .requests()
+            .iter()
+            .any(|q| q.to_string().contains("/metrics"))
+    );
+    let own = stack
+        .http
+        .get(format!(
+            "http://127.0.0.1:{}/metrics",
+            stack.metrics_port.unwrap()
+        ))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        own.contains("keygate_authenticator_sign_ins_total 1"),
+        "{own}"
+    );
 
     // Client-sent identity headers are replaced, not appended to.
     let r = b
