@@ -632,12 +632,24 @@ fn provider(
         Some(b) => brute_force(doc, b)?,
     };
 
+    let separate_access_token = match spec.access_token_format.as_deref() {
+        None | Some("IDToken") => false,
+        Some("JWT") => true,
+        Some(other) => {
+            return Err(doc.err(
+                "spec.accessTokenFormat",
+                format!("{other:?}: use IDToken (the default) or JWT"),
+            ));
+        }
+    };
+
     Ok(ProviderSettings {
         issuer,
         listen: spec.listen.unwrap_or_else(|| "127.0.0.1:5556".into()),
         tls,
         storage,
         id_token_ttl,
+        separate_access_token,
         auth_request_ttl,
         auth_code_ttl,
         refresh,

@@ -50,6 +50,8 @@ pub struct KeygateConfigSpec {
     pub storage: Option<StorageSpec>,
     #[serde(default, rename = "idTokenTTL")]
     pub id_token_ttl: Option<String>,
+    #[serde(default)]
+    pub access_token_format: Option<String>,
     #[serde(default, rename = "authRequestTTL")]
     pub auth_request_ttl: Option<String>,
     #[serde(default, rename = "authCodeTTL")]

@@ -26,6 +26,9 @@ pub struct ProviderSettings {
     pub tls: Option<TlsFiles>,
     pub storage: StorageConfig,
     pub id_token_ttl: i64,
+    /// `accessTokenFormat: JWT`: a second JWT as the access token, with `at_hash` in the ID token
+    /// (Dex's way); by default the access token is the ID token itself.
+    pub separate_access_token: bool,
     pub auth_request_ttl: i64,
     pub auth_code_ttl: i64,
     pub refresh: RefreshPolicy,

@@ -53,6 +53,44 @@ async fn discovery_and_keys() {
     );
 }
 
+/// `accessTokenFormat: JWT`: Dex's two tokens, for clients that check `at_hash` (go-oidc's
+/// `VerifyAccessToken` requires it).
+#[tokio::test]
+async fn a_separate_access_token_on_request() {
+    let app = spawn_app("  accessTokenFormat: JWT\n").await;
+    let tokens = app.app_tokens(SCOPES).await;
+    let (access, id_token) = (
+        tokens["access_token"].as_str().unwrap(),
+        tokens["id_token"].as_str().unwrap(),
+    );
+    assert_ne!(access, id_token);
+    let id = claims(id_token);
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, access.as_bytes());
+    let half = base64::Engine::encode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        &digest.as_ref()[..16],
+    );
+    assert_eq!(id["at_hash"], half, "at_hash is the access token's");
+    let at = claims(access);
+    assert_eq!(at["sub"], id["sub"]);
+    assert!(at.get("nonce").is_none() && at.get("at_hash").is_none());
+    assert!(app.provider.verify_token(access).is_some());
+    // A misspelt format is a configuration error naming the field.
+    let dir = temp_dir("format");
+    let path = dir.join("keygate.yaml");
+    std::fs::write(
+        &path,
+        "apiVersion: keygate.io/v1alpha1\nkind: KeygateConfig\nspec:\n  issuer: http://127.0.0.1:5556/\n  accessTokenFormat: opaque\n",
+    )
+    .unwrap();
+    let err = keygate_config::load(&path).unwrap_err();
+    assert_eq!(
+        err.field.as_deref(),
+        Some("spec.accessTokenFormat"),
+        "{err}"
+    );
+}
+
 #[tokio::test]
 async fn code_flow_claims_userinfo_and_introspection() {
     let app = spawn_app("").await;

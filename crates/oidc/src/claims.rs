@@ -40,7 +40,8 @@ pub struct FederatedClaims {
     pub user_id: String,
 }
 
-/// The claims of our ID tokens, which are also our access tokens.
+/// The claims of our ID tokens, which are also our access tokens (or, with
+/// `accessTokenFormat: JWT`, the claims of a separate access token without `nonce` and hashes).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IdTokenClaims {
     pub iss: String,
@@ -52,6 +53,9 @@ pub struct IdTokenClaims {
     pub azp: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nonce: Option<String>,
+    /// Only with `accessTokenFormat: JWT`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_hash: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub c_hash: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -30,7 +30,7 @@ pub(crate) fn document(issuer: &str, alg: &str) -> Vec<u8> {
         "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         "claims_supported": [
-            "iss", "sub", "aud", "iat", "exp", "azp", "nonce", "c_hash",
+            "iss", "sub", "aud", "iat", "exp", "azp", "nonce", "at_hash", "c_hash",
             "email", "email_verified", "groups", "name", "preferred_username", "federated_claims"
         ],
     });

@@ -190,15 +190,22 @@ impl Provider {
         now: i64,
     ) -> Result<TokenResponse, OAuthError> {
         let mut claims = self.claims(client, identity, connector_id, scopes, now)?;
+        // By default one signature per answer: the access token is the ID token. Dex signs a
+        // second JWT with the same claims as its access token; resource servers that verify our
+        // access tokens against /keys see the same claims, and signing dominates the cost of a
+        // refresh. `at_hash` is then left out (optional in the code flow, OIDC Core 3.1.3.6).
+        // `accessTokenFormat: JWT` restores Dex's two tokens, for clients that require at_hash.
+        let separate = self
+            .settings
+            .separate_access_token
+            .then(|| self.sign(&claims))
+            .transpose()?;
         claims.nonce = nonce;
         claims.c_hash = code.map(half_hash);
-        // One signature per answer: the access token is the ID token. Dex signs a second JWT with
-        // the same claims as its access token; resource servers that verify our access tokens
-        // against /keys see the same claims, and signing dominates the cost of a refresh.
-        // `at_hash` is then left out (optional in the code flow, OIDC Core 3.1.3.6).
+        claims.at_hash = separate.as_deref().map(half_hash);
         let id_token = self.sign(&claims)?;
         Ok(TokenResponse {
-            access_token: id_token.clone(),
+            access_token: separate.unwrap_or_else(|| id_token.clone()),
             token_type: "bearer".into(),
             expires_in: self.settings.id_token_ttl,
             refresh_token,
@@ -251,6 +258,7 @@ impl Provider {
             iat: now,
             azp,
             nonce: None,
+            at_hash: None,
             c_hash: None,
             email: scopes.has("email").then(|| identity.email.clone()),
             email_verified: scopes.has("email").then_some(identity.email_verified),
