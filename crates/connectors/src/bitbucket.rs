@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use keygate_config::BitbucketConnector;
-use keygate_oidc::{Connector, ConnectorError, Upstream};
+use keygate_oidc::{Connector, ConnectorError, Upstream, UpstreamLogin};
 use keygate_store::model::Identity;
 use serde_json::Value;
 
@@ -131,15 +131,15 @@ impl Connector for Bitbucket {
     fn kind(&self) -> &'static str {
         "bitbucket-cloud"
     }
-    async fn login_url(&self, callback: &str, state: &str) -> Result<String, ConnectorError> {
-        Ok(self.oauth.login_url(callback, state))
+    async fn login_url(&self, login: &UpstreamLogin<'_>) -> Result<String, ConnectorError> {
+        Ok(self.oauth.login_url(login))
     }
     async fn callback(
         &self,
-        callback: &str,
+        login: &UpstreamLogin<'_>,
         params: &HashMap<String, String>,
     ) -> Result<Upstream, ConnectorError> {
-        let tokens = self.oauth.exchange(callback, params).await?;
+        let tokens = self.oauth.exchange(login, params).await?;
         Ok((self.identity(&tokens.access).await?, tokens.refresh))
     }
     async fn refresh(

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use keygate_config::GithubConnector;
-use keygate_oidc::{Connector, ConnectorError, Upstream};
+use keygate_oidc::{Connector, ConnectorError, Upstream, UpstreamLogin};
 use keygate_store::model::Identity;
 use serde_json::Value;
 
@@ -161,15 +161,15 @@ impl Connector for Github {
     fn kind(&self) -> &'static str {
         "github"
     }
-    async fn login_url(&self, callback: &str, state: &str) -> Result<String, ConnectorError> {
-        Ok(self.oauth.login_url(callback, state))
+    async fn login_url(&self, login: &UpstreamLogin<'_>) -> Result<String, ConnectorError> {
+        Ok(self.oauth.login_url(login))
     }
     async fn callback(
         &self,
-        callback: &str,
+        login: &UpstreamLogin<'_>,
         params: &HashMap<String, String>,
     ) -> Result<Upstream, ConnectorError> {
-        let token = self.oauth.exchange(callback, params).await?.access;
+        let token = self.oauth.exchange(login, params).await?.access;
         Ok((self.identity(&token).await?, Some(token)))
     }
     async fn refresh(

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use keygate_config::Secret;
-use keygate_oidc::ConnectorError;
+use keygate_oidc::{ConnectorError, UpstreamLogin};
 use serde_json::Value;
 
 pub struct OAuth2 {
@@ -19,20 +19,6 @@ pub struct OAuth2 {
     pub credentials_in_body: bool,
     /// Send PKCE (`S256`): for providers that document it (GitLab).
     pub pkce: bool,
-}
-
-/// A per-login value (`label`: what for) derived from the login's `state` and the client secret:
-/// every replica computes the same one at the callback, and nobody without the secret can.
-pub fn per_login(label: &str, client_secret: &Secret, state: &str) -> String {
-    keygate_oidc::pkce_s256(&format!(
-        "keygate-{label}\n{}\n{state}",
-        client_secret.expose()
-    ))
-}
-
-/// The PKCE verifier of one login.
-pub fn pkce_verifier(client_secret: &Secret, state: &str) -> String {
-    per_login("pkce", client_secret, state)
 }
 
 /// What a code exchange or a refresh yields.
@@ -64,15 +50,20 @@ pub fn http() -> Result<reqwest::Client, String> {
 }
 
 impl OAuth2 {
-    pub fn login_url(&self, callback: &str, state: &str) -> String {
+    /// The PKCE verifier of one sign-in.
+    pub fn pkce_verifier(&self, login: &UpstreamLogin<'_>) -> String {
+        login.derive("pkce", self.client_secret.expose())
+    }
+
+    pub fn login_url(&self, login: &UpstreamLogin<'_>) -> String {
         let mut q = url::form_urlencoded::Serializer::new(String::new());
         q.append_pair("client_id", &self.client_id)
-            .append_pair("redirect_uri", callback)
+            .append_pair("redirect_uri", login.callback)
             .append_pair("response_type", "code")
             .append_pair("scope", &self.scopes)
-            .append_pair("state", state);
+            .append_pair("state", login.state);
         if self.pkce {
-            let challenge = keygate_oidc::pkce_s256(&pkce_verifier(&self.client_secret, state));
+            let challenge = keygate_oidc::pkce_s256(&self.pkce_verifier(login));
             q.append_pair("code_challenge", &challenge)
                 .append_pair("code_challenge_method", "S256");
         }
@@ -127,7 +118,7 @@ impl OAuth2 {
 
     pub async fn exchange(
         &self,
-        callback: &str,
+        login: &UpstreamLogin<'_>,
         params: &std::collections::HashMap<String, String>,
     ) -> Result<Tokens, ConnectorError> {
         if let Some(error) = params.get("error") {
@@ -139,14 +130,11 @@ impl OAuth2 {
         let code = params
             .get("code")
             .ok_or_else(|| ConnectorError::Refused("no code in the answer".into()))?;
-        let verifier = match params.get("state") {
-            Some(state) if self.pkce => Some(pkce_verifier(&self.client_secret, state)),
-            _ => None,
-        };
+        let verifier = self.pkce.then(|| self.pkce_verifier(login));
         let mut form = vec![
             ("grant_type", "authorization_code"),
             ("code", code.as_str()),
-            ("redirect_uri", callback),
+            ("redirect_uri", login.callback),
         ];
         if let Some(v) = &verifier {
             form.push(("code_verifier", v));

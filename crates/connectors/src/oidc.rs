@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use keygate_config::OidcConnector;
-use keygate_oidc::{Connector, ConnectorError, Upstream};
+use keygate_oidc::{Connector, ConnectorError, Upstream, UpstreamLogin};
 use keygate_store::model::Identity;
 use serde::Deserialize;
 use serde_json::Value;
@@ -115,14 +115,13 @@ impl Oidc {
             .await
     }
 
-    fn pkce_verifier(&self, state: &str) -> String {
-        crate::oauth2::pkce_verifier(&self.spec.client_secret, state)
+    fn pkce_verifier(&self, login: &UpstreamLogin<'_>) -> String {
+        login.derive("pkce", self.spec.client_secret.expose())
     }
 
-    /// The `nonce` of one login, derived like the PKCE verifier: the callback knows which
-    /// nonce the ID token must carry without storing anything.
-    fn nonce(&self, state: &str) -> String {
-        crate::oauth2::per_login("nonce", &self.spec.client_secret, state)
+    /// The `nonce` of one sign-in, derived from its stored secret like the PKCE verifier.
+    fn nonce(&self, login: &UpstreamLogin<'_>) -> String {
+        login.derive("nonce", self.spec.client_secret.expose())
     }
 
     async fn token(&self, form: &[(&str, &str)]) -> Result<Value, ConnectorError> {
@@ -288,19 +287,19 @@ impl Connector for Oidc {
         "oidc"
     }
 
-    async fn login_url(&self, callback: &str, state: &str) -> Result<String, ConnectorError> {
+    async fn login_url(&self, login: &UpstreamLogin<'_>) -> Result<String, ConnectorError> {
         let d = self.discovery().await?;
         let mut q = url::form_urlencoded::Serializer::new(String::new());
         q.append_pair("client_id", &self.spec.client_id)
-            .append_pair("redirect_uri", callback)
+            .append_pair("redirect_uri", login.callback)
             .append_pair("response_type", "code")
             .append_pair("scope", &self.spec.scopes.join(" "))
-            .append_pair("state", state)
-            .append_pair("nonce", &self.nonce(state));
+            .append_pair("state", login.state)
+            .append_pair("nonce", &self.nonce(login));
         if d.pkce() {
             q.append_pair(
                 "code_challenge",
-                &keygate_oidc::pkce_s256(&self.pkce_verifier(state)),
+                &keygate_oidc::pkce_s256(&self.pkce_verifier(login)),
             )
             .append_pair("code_challenge_method", "S256");
         }
@@ -321,7 +320,7 @@ impl Connector for Oidc {
 
     async fn callback(
         &self,
-        callback: &str,
+        login: &UpstreamLogin<'_>,
         params: &HashMap<String, String>,
     ) -> Result<Upstream, ConnectorError> {
         let d = self.discovery().await?;
@@ -351,20 +350,17 @@ impl Connector for Oidc {
         let code = params
             .get("code")
             .ok_or_else(|| ConnectorError::Refused("no code in the answer".into()))?;
-        let state = params
-            .get("state")
-            .ok_or_else(|| ConnectorError::Refused("no state in the answer".into()))?;
-        let verifier = d.pkce().then(|| self.pkce_verifier(state));
+        let verifier = d.pkce().then(|| self.pkce_verifier(login));
         let mut form = vec![
             ("grant_type", "authorization_code"),
             ("code", code.as_str()),
-            ("redirect_uri", callback),
+            ("redirect_uri", login.callback),
         ];
         if let Some(v) = &verifier {
             form.push(("code_verifier", v));
         }
         let tokens = self.token(&form).await?;
-        let identity = self.identity(&tokens, Some(&self.nonce(state))).await?;
+        let identity = self.identity(&tokens, Some(&self.nonce(login))).await?;
         Ok((
             identity,
             tokens

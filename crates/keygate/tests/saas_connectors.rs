@@ -479,6 +479,13 @@ async fn gitlab_groups_allow_list_and_refresh_through_gitlab() {
         Some("S256")
     );
     let challenge = TestApp::query_param(&authorize, "code_challenge").unwrap();
+    // From the sign-in's stored secret: not computable from the state and the client secret.
+    let state = TestApp::query_param(&authorize, "state").unwrap();
+    let from_public = keygate_oidc::pkce_s256(&keygate_oidc::pkce_s256(&format!(
+        "keygate-pkce\n{}\n{state}",
+        gitlab::CLIENT_SECRET
+    )));
+    assert_ne!(challenge, from_public);
     let swapped = authorize.replace(&challenge, &keygate_oidc::pkce_s256("another verifier"));
     let refused = get(&app, &at_provider(&app, &swapped).await).await;
     assert_eq!(refused.status, 403, "{}", refused.body);

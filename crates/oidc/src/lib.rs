@@ -23,7 +23,7 @@ mod users;
 pub use claims::{Audience, IdTokenClaims};
 pub use clients::{Client, ClientAuth, ClientRegistry, KUBERNETES_CLIENT_ID};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use connector::{Connector, ConnectorError, Upstream};
+pub use connector::{Connector, ConnectorError, Upstream, UpstreamLogin};
 pub use error::{ErrorCode, OAuthError, ProviderError};
 pub use keys::KeyManager;
 pub use limits::IpLimiter;

@@ -35,6 +35,11 @@ pub struct AuthRequest {
     pub code_challenge_method: Option<String>,
     pub connector_id: String,
     pub expires_at: i64,
+    /// A random secret of this sign-in, from which a redirect connector derives the PKCE
+    /// verifier and the nonce it sends upstream; kept here, so any replica can finish the
+    /// sign-in. Empty in requests stored by earlier versions.
+    #[serde(default)]
+    pub upstream_secret: String,
 }
 
 impl Object for AuthRequest {

@@ -136,6 +136,7 @@ impl Provider {
             }),
             connector_id: connector_id.to_owned(),
             expires_at: self.now() + self.settings.auth_request_ttl,
+            upstream_secret: random_id(32),
         };
         self.store
             .create(&request)

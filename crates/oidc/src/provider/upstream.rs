@@ -47,8 +47,14 @@ impl Provider {
         let connector = self
             .connector(&request.connector_id)
             .ok_or_else(|| OAuthError::invalid_request("Unknown sign-in method."))?;
+        let callback = self.endpoint("callback");
+        let login = crate::UpstreamLogin {
+            callback: &callback,
+            state: &request.id,
+            secret: &request.upstream_secret,
+        };
         connector
-            .login_url(&self.endpoint("callback"), &request.id)
+            .login_url(&login)
             .await
             .map_err(|e| upstream_error(connector.display_name(), e))
     }
@@ -68,8 +74,14 @@ impl Provider {
         let connector = self
             .connector(&request.connector_id)
             .ok_or_else(|| OAuthError::invalid_request("Unknown sign-in method."))?;
+        let callback = self.endpoint("callback");
+        let login = crate::UpstreamLogin {
+            callback: &callback,
+            state: &request.id,
+            secret: &request.upstream_secret,
+        };
         let (identity, data) = connector
-            .callback(&self.endpoint("callback"), params)
+            .callback(&login, params)
             .await
             .map_err(|e| upstream_error(connector.display_name(), e))?;
         tracing::info!(target: "keygate::audit", event = "login", user = ?identity.email, connector = %request.connector_id, client = %request.client_id, result = "ok");
