@@ -32,6 +32,15 @@ impl HashingPool {
         }
     }
 
+    /// A pool whose threads are all gone (tests of the failure path).
+    #[cfg(test)]
+    pub fn closed() -> Self {
+        let (jobs, _) = channel::<Job>();
+        Self {
+            jobs: Mutex::new(jobs),
+        }
+    }
+
     /// Runs `f` on a hashing thread; `None` if no thread could take it.
     pub async fn run<T: Send + 'static>(
         &self,

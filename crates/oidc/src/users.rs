@@ -13,6 +13,8 @@ use crate::hashing::HashingPool;
 pub enum LoginResult {
     Ok(Identity),
     Invalid,
+    /// The password could not be checked (no hashing thread): not the user's fault.
+    Unavailable,
 }
 
 pub struct UserDirectory {
@@ -71,11 +73,13 @@ impl UserDirectory {
             |u| u.password.as_str().to_owned(),
         );
         let password = password.to_owned();
-        let matched = self
+        let Some(matched) = self
             .hashing
             .run(move || !password.is_empty() && bcrypt::verify(password, &hash).unwrap_or(false))
             .await
-            .unwrap_or(false);
+        else {
+            return LoginResult::Unavailable;
+        };
         match user {
             Some(u) if matched && u.expires_at.is_none_or(|e| now < e) => {
                 LoginResult::Ok(identity(&u))
@@ -101,5 +105,24 @@ fn identity(u: &StaticUser) -> Identity {
         email: u.email.clone(),
         email_verified: true,
         groups: u.groups.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn no_hashing_thread_is_not_a_wrong_password() {
+        let mut users = UserDirectory::new(&[], 1);
+        assert_eq!(
+            users.check_password("nobody@example.com", "pw", 0).await,
+            LoginResult::Invalid
+        );
+        users.hashing = HashingPool::closed();
+        assert_eq!(
+            users.check_password("nobody@example.com", "pw", 0).await,
+            LoginResult::Unavailable
+        );
     }
 }

@@ -224,6 +224,16 @@ impl Provider {
             match self.users.check_password(&login, password, now).await {
                 LoginResult::Ok(identity) => Some((identity, None)),
                 LoginResult::Invalid => None,
+                LoginResult::Unavailable => {
+                    // A server fault: the attempt does not count, and it is no wrong password.
+                    self.store.give_back(&bucket, now, bf.refill_every).await?;
+                    tracing::error!("no password hashing thread answered");
+                    audit("unavailable");
+                    return Err(OAuthError::new(
+                        ErrorCode::TemporarilyUnavailable,
+                        "Sign-in is unavailable right now. Try again in a moment.",
+                    ));
+                }
             }
         } else {
             let upstream = self.connector(&connector).ok_or_else(|| {
