@@ -99,7 +99,32 @@ pub fn router(state: AuthState) -> Router {
             .route("/metrics", get(metrics))
             .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
     };
-    router.with_state(state)
+    router
+        .with_state(state)
+        .layer(axum::middleware::from_fn(access_log))
+}
+
+/// One line per request: method, path (never the query: it can hold codes), status, duration.
+/// The `auth_request` checks and health probes, many and alike, at debug level.
+async fn access_log(req: Request, next: axum::middleware::Next) -> Response {
+    let start = std::time::Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16();
+    let ms = (start.elapsed().as_secs_f64() * 100_000.0).round() / 100.0;
+    let routine = matches!(
+        path.as_str(),
+        "/dex-authenticator/auth" | "/healthz" | "/readyz" | "/metrics"
+    ) || path.starts_with("/dex-authenticator/static/");
+    if status >= 500 {
+        tracing::warn!(%method, %path, status, ms, "request");
+    } else if routine {
+        tracing::debug!(%method, %path, status, ms, "request");
+    } else {
+        tracing::info!(%method, %path, status, ms, "request");
+    }
+    resp
 }
 
 /// `/metrics` alone, for `spec.metricsListen`.

@@ -1065,6 +1065,14 @@ async fn reverse_proxy_mode_authenticates_in_line() {
     assert_ne!(one(&echo, "x-auth-request-user"), "evil");
     assert!(!one(&echo, "x-auth-request-groups").contains("admins"));
     let id = stack.verified(&one(&echo, "authorization")).await;
+    // One log line per proxied request: method, path without its query, status.
+    let log = stack.auths[0].proc.log_text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("request") && l.contains("/spoof") && l.contains("200")),
+        "{log}"
+    );
+    assert!(!log.contains("x=1"), "no query strings in the log: {log}");
     assert_eq!(id["email"], JANE);
 
     // A 1 MiB POST body arrives whole.
