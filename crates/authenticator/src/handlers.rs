@@ -140,10 +140,7 @@ async fn metrics(State(s): State<AuthState>) -> Response {
     static NONE: keygate_oidc::Counter = keygate_oidc::Counter::new();
     let failures = s.inner.store.failures().unwrap_or(&NONE);
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, keygate_oidc::METRICS_CONTENT_TYPE)],
         s.inner.metrics.render(failures),
     )
         .into_response()
@@ -272,8 +269,15 @@ async fn authenticate(s: &AuthState, headers: &HeaderMap, peer: Option<SocketAdd
 async fn check(s: &AuthState, headers: &HeaderMap, peer: Option<SocketAddr>) -> Outcome {
     let inner = &s.inner;
     let auth = &inner.settings.authenticator;
-    let host = original_host(s, peer, headers);
-    let app = application(s, host.as_deref()).or(auth.applications.first());
+    // The host and the client address are worked out only when some application restricts
+    // addresses: most do not, and this is every request's path.
+    let restricted = auth.applications.iter().any(|a| !a.whitelist.is_empty());
+    let host = restricted
+        .then(|| original_host(s, peer, headers))
+        .flatten();
+    let app = restricted
+        .then(|| application(s, host.as_deref()).or(auth.applications.first()))
+        .flatten();
     if let Some(app) = app
         && !app.whitelist.is_empty()
     {
@@ -287,7 +291,8 @@ async fn check(s: &AuthState, headers: &HeaderMap, peer: Option<SocketAddr>) -> 
     let Some(raw) = cookie_value(headers, SESSION_COOKIE) else {
         return Outcome::Unauthenticated { clear: false };
     };
-    if let Some(record) = inner.recent.get(raw, inner.clock.now()) {
+    let now = inner.clock.now();
+    if let Some(record) = inner.recent.get(raw, now) {
         let outcome = admit(s, record, None);
         if matches!(outcome, Outcome::Allowed { .. }) {
             inner.metrics.checks_from_memory.inc();
@@ -301,7 +306,6 @@ async fn check(s: &AuthState, headers: &HeaderMap, peer: Option<SocketAddr>) -> 
     let Some(cookie) = cookie else {
         return Outcome::Unauthenticated { clear: true };
     };
-    let now = inner.clock.now();
     let Some(session_key) = sealer_for(&cookie) else {
         return Outcome::Unauthenticated { clear: true };
     };

@@ -35,12 +35,7 @@ async fn setup(extra_spec: &str, tls: Transport) -> (Slapd, TestApp) {
 }
 
 fn auth_query() -> String {
-    format!(
-        "client_id={}&redirect_uri={}&response_type=code&scope={}&state=st4te&nonce=n0nce",
-        enc(APP),
-        enc(APP_REDIRECT),
-        enc(SCOPES)
-    )
+    Http::auth_query(APP, APP_REDIRECT, SCOPES, "")
 }
 
 /// `/auth/{connector}` for a new request: the login form's URL.
@@ -103,26 +98,11 @@ async fn code(app: &TestApp, connector: &str, login: &str, password: &str) -> St
     assert_eq!(a.status, 303, "{login} signs in: {}", a.body);
     let back = a.location.unwrap();
     assert!(back.starts_with(APP_REDIRECT), "{back}");
-    assert_eq!(
-        TestApp::query_param(&back, "state").as_deref(),
-        Some("st4te")
-    );
-    TestApp::query_param(&back, "code").expect("a code")
+    Http::code_in(&back)
 }
 
 async fn tokens(app: &TestApp, code: &str) -> Value {
-    let (status, body) = app
-        .token(
-            Some((APP, "app-secret")),
-            &[
-                ("grant_type", "authorization_code"),
-                ("code", code),
-                ("redirect_uri", APP_REDIRECT),
-            ],
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-    body
+    app.app_code_tokens(code).await
 }
 
 async fn sign_in(app: &TestApp, connector: &str, login: &str, password: &str) -> Value {

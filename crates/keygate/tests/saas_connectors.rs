@@ -30,12 +30,7 @@ async fn keygate(providers: &str) -> TestApp {
 }
 
 fn auth_query() -> String {
-    format!(
-        "client_id={}&redirect_uri={}&response_type=code&scope={}&state=st4te&nonce=n0nce",
-        enc(APP),
-        enc(APP_REDIRECT),
-        enc(SCOPES)
-    )
+    Http::auth_query(APP, APP_REDIRECT, SCOPES, "")
 }
 
 /// Dex's `sub`: base64url (no padding) of the protobuf `{1: user_id, 2: connector_id}`.
@@ -101,26 +96,11 @@ fn code_of(a: &Answer) -> String {
     assert_eq!(a.status, 303, "sign-in completes: {}", a.body);
     let back = a.location.clone().unwrap();
     assert!(back.starts_with(APP_REDIRECT), "{back}");
-    assert_eq!(
-        TestApp::query_param(&back, "state").as_deref(),
-        Some("st4te")
-    );
-    TestApp::query_param(&back, "code").expect("a code")
+    Http::code_in(&back)
 }
 
 async fn tokens(app: &TestApp, code: &str) -> Value {
-    let (status, body) = app
-        .token(
-            Some((APP, "app-secret")),
-            &[
-                ("grant_type", "authorization_code"),
-                ("code", code),
-                ("redirect_uri", APP_REDIRECT),
-            ],
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-    body
+    app.app_code_tokens(code).await
 }
 
 async fn sign_in(app: &TestApp, connector: &str) -> Value {

@@ -27,7 +27,9 @@ pub use connector::{Connector, ConnectorError, Upstream, UpstreamLogin};
 pub use error::{ErrorCode, OAuthError, ProviderError};
 pub use keys::KeyManager;
 pub use limits::IpLimiter;
-pub use metrics::{Counter, Family, Metrics, render_families};
+pub use metrics::{
+    CONTENT_TYPE as METRICS_CONTENT_TYPE, Counter, Family, Metrics, render_families,
+};
 pub use provider::{
     AuthorizeError, AuthorizeParams, ConnectorInfo, DeviceAuthorization, LoginOutcome, Provider,
     SessionInfo, TokenRequest, TokenResponse, normalize_user_code, sessions,

@@ -37,6 +37,9 @@ pub struct Metrics {
     pub token_errors: Counter,
 }
 
+/// The Prometheus text exposition format's content type.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
 /// A metric family: name, help, and its series as (labels, counter). No series: the build-info
 /// gauge.
 pub type Family<'a> = (&'static str, &'static str, Vec<(&'static str, &'a Counter)>);

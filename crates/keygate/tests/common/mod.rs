@@ -257,17 +257,27 @@ impl Http {
             .map(|(_, v)| v.into_owned())
     }
 
-    /// Logs jane in for `client` and returns the authorization code.
-    pub async fn code_for(&self, client: &str, redirect: &str, scope: &str, extra: &str) -> String {
-        let query = format!(
+    /// An authorization request's query (state `st4te`, nonce `n0nce`).
+    pub fn auth_query(client: &str, redirect: &str, scope: &str, extra: &str) -> String {
+        format!(
             "client_id={}&redirect_uri={}&response_type=code&scope={}&state=st4te&nonce=n0nce{extra}",
             enc(client),
             enc(redirect),
             enc(scope)
-        );
+        )
+    }
+
+    /// The code in the redirect back to the application (checked: its state is `st4te`).
+    pub fn code_in(back: &str) -> String {
+        assert_eq!(Self::query_param(back, "state").as_deref(), Some("st4te"));
+        Self::query_param(back, "code").expect("a code")
+    }
+
+    /// Logs jane in for `client` and returns the authorization code.
+    pub async fn code_for(&self, client: &str, redirect: &str, scope: &str, extra: &str) -> String {
+        let query = Self::auth_query(client, redirect, scope, extra);
         let back = self.login(&query, "jane@example.com", "password").await;
-        assert_eq!(Self::query_param(&back, "state").as_deref(), Some("st4te"));
-        Self::query_param(&back, "code").expect("a code")
+        Self::code_in(&back)
     }
 
     pub async fn token(&self, basic: Option<(&str, &str)>, form: &[(&str, &str)]) -> (u16, Value) {
@@ -288,12 +298,17 @@ impl Http {
     /// Code flow for jane with the app client: the token response.
     pub async fn app_tokens(&self, scope: &str) -> Value {
         let code = self.code_for(APP, APP_REDIRECT, scope, "").await;
+        self.app_code_tokens(&code).await
+    }
+
+    /// The app client's code exchange (asserted: 200): the token response.
+    pub async fn app_code_tokens(&self, code: &str) -> Value {
         let (status, body) = self
             .token(
                 Some((APP, "app-secret")),
                 &[
                     ("grant_type", "authorization_code"),
-                    ("code", &code),
+                    ("code", code),
                     ("redirect_uri", APP_REDIRECT),
                 ],
             )

@@ -55,10 +55,7 @@ pub async fn readyz(State(s): State<AppState>) -> Response {
 /// Prometheus text exposition.
 pub async fn metrics(State(s): State<AppState>) -> Response {
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, keygate_oidc::METRICS_CONTENT_TYPE)],
         s.provider.metrics().render() + &s.requests.render(),
     )
         .into_response()
