@@ -230,14 +230,6 @@ pub struct AuthenticatorSettings {
     pub warnings: Vec<String>,
 }
 
-fn prefixed(e: ConfigError, prefix: &str, doc: &Document) -> ConfigError {
-    ConfigError {
-        field: e.field.map(|f| format!("{prefix}{f}")),
-        ..e
-    }
-    .at(&doc.at)
-}
-
 pub(crate) fn dex_authenticator(
     doc: &Document,
     warnings: &mut Vec<String>,
@@ -324,7 +316,7 @@ pub(crate) fn dex_authenticator(
         spec.secret_from_env.as_deref(),
         spec.secret_file.as_deref(),
     )
-    .map_err(|e| prefixed(e, "spec.", doc))?;
+    .map_err(|e| e.within("spec.").at(&doc.at))?;
     Ok(AuthenticatorSpec {
         client_id: format!("{name}-{namespace}-dex-authenticator"),
         name,
@@ -398,7 +390,7 @@ pub fn load_authenticator(path: &Path) -> Result<AuthenticatorSettings, ConfigEr
         spec.client_secret_from_env.as_deref(),
         spec.client_secret_file.as_deref(),
     )
-    .map_err(|e| prefixed(e, "spec.", doc))?
+    .map_err(|e| e.within("spec.").at(&doc.at))?
     .or_else(|| authenticator.secret.clone())
     .ok_or_else(|| {
         doc.err(
@@ -412,7 +404,7 @@ pub fn load_authenticator(path: &Path) -> Result<AuthenticatorSettings, ConfigEr
         spec.cookie_secret_from_env.as_deref(),
         spec.cookie_secret_file.as_deref(),
     )
-    .map_err(|e| prefixed(e, "spec.", doc))?
+    .map_err(|e| e.within("spec.").at(&doc.at))?
     .ok_or_else(|| {
         doc.err(
             "spec.cookieSecret",
@@ -441,7 +433,7 @@ pub fn load_authenticator(path: &Path) -> Result<AuthenticatorSettings, ConfigEr
                     s.url_from_env.as_deref(),
                     s.url_file.as_deref(),
                 )
-                .map_err(|e| prefixed(e, "spec.sessionStore.", doc))?
+                .map_err(|e| e.within("spec.sessionStore.").at(&doc.at))?
                 .ok_or_else(|| doc.err("spec.sessionStore.url", "is required for redis"))?;
                 let tls = url.expose().starts_with("rediss://");
                 if !tls && !url.expose().starts_with("redis://") {

@@ -28,6 +28,12 @@ impl ConfigError {
         self
     }
 
+    /// The error of a nested block: its field gets the block's path in front (`spec.oidc.`).
+    pub(crate) fn within(mut self, prefix: &str) -> Self {
+        self.field = self.field.map(|f| format!("{prefix}{f}"));
+        self
+    }
+
     pub(crate) fn at(mut self, at: &Location) -> Self {
         self.file = Some(at.file.clone());
         self.document = Some(at.document);

@@ -587,13 +587,7 @@ fn provider(
                     s.url_from_env.as_deref(),
                     s.url_file.as_deref(),
                 )
-                .map_err(|e| {
-                    ConfigError {
-                        field: e.field.map(|f| format!("spec.storage.{f}")),
-                        ..e
-                    }
-                    .at(&doc.at)
-                })?
+                .map_err(|e| e.within("spec.storage.").at(&doc.at))?
                 .ok_or_else(|| doc.err("spec.storage.url", "is required for postgres storage"))?;
                 StorageConfig::Postgres { url }
             }
@@ -937,13 +931,7 @@ fn client(doc: &Document) -> Result<(&Document, ClientSpec), ConfigError> {
         spec.secret_from_env.as_deref(),
         spec.secret_file.as_deref(),
     )
-    .map_err(|e| {
-        ConfigError {
-            field: e.field.map(|f| format!("spec.{f}")),
-            ..e
-        }
-        .at(&doc.at)
-    })?;
+    .map_err(|e| e.within("spec.").at(&doc.at))?;
     if spec.public && secret.is_some() {
         return Err(doc.err(
             "spec.public",

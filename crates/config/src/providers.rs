@@ -386,13 +386,7 @@ fn client_secret(
         env.as_deref(),
         file.as_deref(),
     )
-    .map_err(|e| {
-        ConfigError {
-            field: e.field.map(|f| format!("spec.{block}.{f}")),
-            ..e
-        }
-        .at(&doc.at)
-    })?
+    .map_err(|e| e.within(&format!("spec.{block}.")).at(&doc.at))?
     .ok_or_else(|| doc.err(&format!("spec.{block}.clientSecret"), "is required"))
 }
 
@@ -424,13 +418,7 @@ pub(crate) fn dex_provider(
                 l.bind_pw_from_env.as_deref(),
                 l.bind_pw_file.as_deref(),
             )
-            .map_err(|e| {
-                ConfigError {
-                    field: e.field.map(|f| format!("spec.ldap.{f}")),
-                    ..e
-                }
-                .at(&doc.at)
-            })?;
+            .map_err(|e| e.within("spec.ldap.").at(&doc.at))?;
             if l.kerberos.is_some() {
                 warnings.push(format!(
                     "{}: spec.ldap.kerberos is not supported; password logins only",
@@ -476,13 +464,7 @@ pub(crate) fn dex_provider(
                 o.client_secret_from_env.as_deref(),
                 o.client_secret_file.as_deref(),
             )
-            .map_err(|e| {
-                ConfigError {
-                    field: e.field.map(|f| format!("spec.oidc.{f}")),
-                    ..e
-                }
-                .at(&doc.at)
-            })?
+            .map_err(|e| e.within("spec.oidc.").at(&doc.at))?
             .ok_or_else(|| doc.err("spec.oidc.clientSecret", "is required"))?;
             let mapping = o.claim_mapping.unwrap_or_default();
             ConnectorKind::Oidc(OidcConnector {
