@@ -63,7 +63,7 @@ def rss_bytes(pid):
 
 
 class Keygate:
-    def __init__(self, binary, tmp, alg, extra="", name=None):
+    def __init__(self, binary, tmp, alg, extra="", name=None, reuse="10m"):
         self.port = free_port()
         name = name or alg
         self.db = f"{tmp}/keygate-{name}.db"
@@ -77,7 +77,7 @@ spec:
   listen: 127.0.0.1:{self.port}
   storage: {{type: sqlite, path: {self.db}}}
   signing: {{algorithm: {alg}}}
-  refreshTokens: {{reuseInterval: 10m}}
+  refreshTokens: {{reuseInterval: {reuse}}}
   bruteForce: {{attempts: 4000000000, perIP: {{attempts: 4000000000}}}}
   logging: {{level: warn}}
 ---
@@ -144,33 +144,60 @@ UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
 PACED = "function delay()\n  return 5\nend\n"
 
 
-def wrk(url, seconds, connections, tmp, lua=None, threads=2):
+def wrk(url, seconds, connections, tmp, lua=None, threads=2, script_args=()):
     cmd = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", "--latency"]
     if lua:
         path = os.path.join(tmp, f"script-{abs(hash(lua))}.lua")
         open(path, "w").write(lua)
         cmd += ["-s", path]
-    out = sh(cmd + [url])
+    out = sh(cmd + [url] + (["--", *script_args] if script_args else []))
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     lat = {}
     for p, v, u in re.findall(r"^\s+(50|75|90|99)%\s+([\d.]+)(us|ms|s)\s*$", out, re.M):
         lat[p] = float(v) * UNITS[u]
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"rps": rps, "p50_ms": lat.get("50"), "p99_ms": lat.get("99"), "non_2xx": int(non2xx.group(1)) if non2xx else 0}
+    r = {"rps": rps, "p50_ms": lat.get("50"), "p99_ms": lat.get("99"), "non_2xx": int(non2xx.group(1)) if non2xx else 0}
+    tokens = re.search(r"^TOKENS (.*)$", out, re.M)  # bench/rotate.lua
+    if tokens:
+        r["tokens"] = tokens.group(1).split()
+    return r
 
 
-def measured(kg, url, seconds, connections, tmp, lua=None, also=()):
+def measured(kg, url, seconds, connections, tmp, lua=None, also=(), script_args=()):
     """wrk against url; requests per CPU-second of kg (its process, or `kg.cpu()` for a process
     tree). `also`: {name: server} whose CPU-seconds during the run are recorded too (Redis)."""
     cpu_of = getattr(kg, "cpu", None) or (lambda: cpu_seconds(kg.proc.pid))
     before, others = cpu_of(), {n: s.cpu() for n, s in dict(also).items()}
-    r = wrk(url, seconds, connections, tmp, lua)
+    r = wrk(url, seconds, connections, tmp, lua, script_args=script_args)
     cpu = cpu_of() - before
     r["cpu_seconds"] = cpu
     r["per_cpu_second"] = r["rps"] * seconds / cpu if cpu > 0 else None
     for n, s in dict(also).items():
         r[f"{n}_cpu_seconds"] = s.cpu() - others[n]
     return r
+
+
+def rotating_refresh(kg, seconds, rounds, tmp):
+    """Refresh grants outside the reuse window (`reuseInterval: 0s`): each one rotates its family's
+    token, one compare-and-swap write in SQLite, the path of kubectl refreshing an expired ID
+    token. 8 connections, each request on a family of its own (bench/rotate.lua); a run ends with
+    up to 8 requests in flight whose families are dropped, so each run starts with 8 more than
+    the last one needs."""
+    connections, threads = 8, 2
+    tokens, basic = [], None
+    for _ in range(connections * (rounds + 1)):
+        token, basic = refresh_token(kg)
+        tokens.append(token)
+    lua = f"AUTH = {json.dumps(basic)}\n" + open(os.path.join(ROOT, "bench", "rotate.lua")).read()
+    runs = []
+    for _ in range(rounds):
+        m = measured(kg, kg.issuer + "token", max(1, seconds // 2), connections, tmp, lua, script_args=[str(threads), *tokens])
+        tokens = m.pop("tokens", [])
+        if m["non_2xx"] or len(tokens) < connections:
+            raise SystemExit(f"rotating refresh: {m['non_2xx']} answers not 2xx, {len(tokens)} tokens left; see {kg.log.name}")
+        m["rotations"] = round(m["rps"] * max(1, seconds // 2))
+        runs.append(m)
+    return median_run(runs)
 
 
 def code_flow(client, server, seconds, smoke, name):
@@ -281,6 +308,11 @@ def main():
                 # Whole authorization-code flows (one bcrypt compare each), after the figures above.
                 r["code_flow"] = code_flow(codeflow.keygate_client(kg), kg, secs, args.smoke, "Keygate")
             kg.stop()
+        # The refresh grant that rotates, on a provider of its own (no reuse window).
+        kg = Keygate(binary, tmp, "RS256", name="rotating", reuse="0s")
+        servers.append(kg)
+        results["RS256"]["refresh_rotating"] = rotating_refresh(kg, secs, rounds, tmp)
+        kg.stop()
         # Storage per 100k refresh-token families: the rows of the login above, cloned into a copy.
         results["sqlite_families"] = stack.sqlite_per_100k(servers[0].db, family, tmp, n_mem)
         # Peer: oidc-provider 9 in node, RS256, refresh-token rotation off (one token replayed).
@@ -531,6 +563,12 @@ def paired(rs, key):
     return ratio(rs[key]["rps"], rs["plain_200"]["rps"])
 
 
+def rotations_note(m):
+    if not m:
+        return " (not in this results file)"
+    return f" ({fmt(m.get('rotations'))} rotations in the median run, {m.get('non_2xx', 0)} non-2xx)"
+
+
 def report(r, out_dir, smoke):
     m, lim, rs, es = r["machine"], r["limits"], r["RS256"], r["ES256"]
     rows = []
@@ -541,6 +579,8 @@ def report(r, out_dir, smoke):
     row("JWKS", rs["jwks"], "plain 200", paired(rs, "jwks"))
     row("refresh grant, RS256", rs["refresh"], "RS256 signatures/core-s", ratio(rs["refresh"].get("per_cpu_second"), lim.get("sign_RS256_per_sec")))
     row("refresh grant, ES256", es["refresh"], "ES256 signatures/core-s", ratio(es["refresh"].get("per_cpu_second"), lim.get("sign_ES256_per_sec")))
+    if rs.get("refresh_rotating"):
+        row("refresh grant, RS256, rotating (one SQLite write)", rs["refresh_rotating"], "RS256 signatures/core-s", ratio(rs["refresh_rotating"].get("per_cpu_second"), lim.get("sign_RS256_per_sec")))
     row("password login, known user (wrong password)", rs["login_known"], "bcrypt compares/core-s", ratio(rs["login_known"].get("per_cpu_second"), lim.get("bcrypt10_verify_per_sec")))
     row("password login, unknown user", rs["login_unknown"], "bcrypt compares/core-s", ratio(rs["login_unknown"].get("per_cpu_second"), lim.get("bcrypt10_verify_per_sec")))
     cf = rs.get("code_flow")
@@ -568,8 +608,11 @@ ES256 signature {fmt(lim.get('sign_ES256_per_sec'))}/s, bcrypt cost 10 compare {
 | --- | ---: | ---: | ---: | ---: | --- | ---: |
 {chr(10).join(rows)}
 
-- The refresh grant measured is the reuse path of one refresh token (docs/configuration.md, refresh tokens:
-  one storage read per answer); rotations add one compare-and-swap write. Each answer signs **one** JWT:
+- The refresh grant rows "RS256" and "ES256" measure the reuse path of one refresh token (docs/configuration.md,
+  refresh tokens: one storage read per answer), the case of concurrent refreshes. The "rotating" row presents
+  each family's current token outside the reuse window (`reuseInterval: 0s`, bench/rotate.lua: 8 connections,
+  a family each per request in flight), the case of kubectl refreshing an expired ID token: a read and one
+  compare-and-swap write in SQLite per answer{rotations_note(rs.get("refresh_rotating"))}. Each answer signs **one** JWT:
   the access token is the ID token (Dex signs a second JWT with the same claims as its access token), so
   the ceiling is the one-signature limit. ES256 signatures are so cheap that HTTP, JSON and SQLite
   dominate there.
@@ -594,6 +637,7 @@ ES256 signature {fmt(lim.get('sign_ES256_per_sec'))}/s, bcrypt cost 10 compare {
             ("JWKS / plain 200", paired(rs, "jwks")),
             ("refresh RS256 / signature limit", ratio(rs["refresh"].get("per_cpu_second"), lim.get("sign_RS256_per_sec"))),
             ("refresh ES256 / signature limit", ratio(es["refresh"].get("per_cpu_second"), lim.get("sign_ES256_per_sec"))),
+            ("rotating refresh RS256 / signature limit", ratio((rs.get("refresh_rotating") or {}).get("per_cpu_second"), lim.get("sign_RS256_per_sec"))),
             ("login / bcrypt limit", ratio(rs["login_known"].get("per_cpu_second"), lim.get("bcrypt10_verify_per_sec"))),
             ("code flow / bcrypt limit", ratio((rs.get("code_flow") or {}).get("per_cpu_second"), lim.get("bcrypt10_verify_per_sec")))]
     svg = ['<svg xmlns="http://www.w3.org/2000/svg" width="640" height="%d" font-family="sans-serif" font-size="13">' % (40 + 30 * len(bars)),
