@@ -567,6 +567,48 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// Two backends on one file stand for two processes: a write that finds the other one
+    /// writing is refused as busy at once and retried on the blocking pool, and no update is lost.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_backends_on_one_file_lose_no_update() {
+        let dir = std::env::temp_dir().join(format!("keygate-two-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("db.sqlite");
+        let a = Arc::new(SqliteBackend::open(path.to_str().unwrap()).await.unwrap());
+        let b = Arc::new(SqliteBackend::open(path.to_str().unwrap()).await.unwrap());
+        let record = Record {
+            owner: None,
+            expires_at: None,
+            data: "counter".into(),
+        };
+        a.create(Kind::UserState, "counter", &record).await.unwrap();
+        let tasks: Vec<_> = (0..200)
+            .map(|n| {
+                let backend = if n % 2 == 0 { a.clone() } else { b.clone() };
+                let record = record.clone();
+                tokio::spawn(async move {
+                    loop {
+                        let current = backend.get(Kind::UserState, "counter").await.unwrap();
+                        let version = current.unwrap().version;
+                        if backend
+                            .replace(Kind::UserState, "counter", version, &record)
+                            .await
+                            .unwrap()
+                        {
+                            return;
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let last = b.get(Kind::UserState, "counter").await.unwrap().unwrap();
+        assert_eq!(last.version, 201);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     /// Writes on request threads do not checkpoint, so the backend must: without it the WAL
     /// grows by every write (about 40 MB here) instead of being reused from its start.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
