@@ -177,7 +177,27 @@ def measured(kg, url, seconds, connections, tmp, lua=None, also=(), script_args=
     return r
 
 
-def rotating_refresh(kg, seconds, rounds, tmp):
+def sign_limit(limits_bin, alg):
+    """One short run of the signature micro-benchmark, made next to a refresh run (None in smoke
+    runs, which have no release build of it)."""
+    if not limits_bin:
+        return None
+    return json.loads(sh([limits_bin, "sign", alg, "1.5"]))[f"sign_{alg}_per_sec"]
+
+
+def paired_runs(measure, limit, rounds):
+    """`rounds` runs of measure(), each right after a run of limit(): the median run, with the
+    limit of every run in `rounds_limit` (limit_ratio() pairs them)."""
+    runs, limits = [], []
+    for _ in range(rounds):
+        limits.append(limit())
+        runs.append(measure())
+    m = median_run(runs)
+    m["rounds_limit"] = limits
+    return m
+
+
+def rotating_refresh(kg, seconds, rounds, tmp, limit):
     """Refresh grants outside the reuse window (`reuseInterval: 0s`): each one rotates its family's
     token, one compare-and-swap write in SQLite, the path of kubectl refreshing an expired ID
     token. 8 connections, each request on a family of its own (bench/rotate.lua); a run ends with
@@ -189,15 +209,15 @@ def rotating_refresh(kg, seconds, rounds, tmp):
         token, basic = refresh_token(kg)
         tokens.append(token)
     lua = f"AUTH = {json.dumps(basic)}\n" + open(os.path.join(ROOT, "bench", "rotate.lua")).read()
-    runs = []
-    for _ in range(rounds):
+    def one_run():
+        nonlocal tokens
         m = measured(kg, kg.issuer + "token", max(1, seconds // 2), connections, tmp, lua, script_args=[str(threads), *tokens])
         tokens = m.pop("tokens", [])
         if m["non_2xx"] or len(tokens) < connections:
             raise SystemExit(f"rotating refresh: {m['non_2xx']} answers not 2xx, {len(tokens)} tokens left; see {kg.log.name}")
         m["rotations"] = round(m["rps"] * max(1, seconds // 2))
-        runs.append(m)
-    return median_run(runs)
+        return m
+    return paired_runs(one_run, limit, rounds)
 
 
 def code_flow(client, server, seconds, smoke, name):
@@ -248,6 +268,7 @@ def main():
         binary = os.path.join(target, build, "keygate")
     if not args.smoke:
         sh(["cargo", "build", "-p", "keygate-oidc", "--example", "limits", *profile], cwd=ROOT)
+    limits_bin = None if args.smoke else os.path.join(target, build, "examples", "limits")
     if args.smoke:
         limits = {"sign_RS256_per_sec": 0, "sign_ES256_per_sec": 0, "bcrypt10_verify_per_sec": 0}
     else:
@@ -284,8 +305,10 @@ def main():
                 # expires, and the login limiter's counter are not part of it).
                 family = [row for key, row in rows_after.items() if key not in rows_before and "refresh" in row[0]]
             body = urllib.parse.urlencode({"grant_type": "refresh_token", "refresh_token": token})
-            r["refresh"] = median_run([measured(kg, kg.issuer + "token", short, 8, tmp, post_lua(body, {"Authorization": basic}))
-                                       for _ in range(rounds)])
+            # Each run right after a short run of the signature micro-benchmark: the ratio to the
+            # limit is the median of the run-by-run ratios (limit_ratio()).
+            r["refresh"] = paired_runs(lambda: measured(kg, kg.issuer + "token", short, 8, tmp, post_lua(body, {"Authorization": basic})),
+                                       lambda: sign_limit(limits_bin, alg), rounds)
             if alg == "RS256":
                 form = login_form(kg)
                 for who in ["jane@example.com", "nobody@example.com"]:
@@ -311,7 +334,7 @@ def main():
         # The refresh grant that rotates, on a provider of its own (no reuse window).
         kg = Keygate(binary, tmp, "RS256", name="rotating", reuse="0s")
         servers.append(kg)
-        results["RS256"]["refresh_rotating"] = rotating_refresh(kg, secs, rounds, tmp)
+        results["RS256"]["refresh_rotating"] = rotating_refresh(kg, secs, rounds, tmp, lambda: sign_limit(limits_bin, "RS256"))
         kg.stop()
         # Storage per 100k refresh-token families: the rows of the login above, cloned into a copy.
         results["sqlite_families"] = stack.sqlite_per_100k(servers[0].db, family, tmp, n_mem)
@@ -552,6 +575,28 @@ def apache_lines(m):
             "  (not counted); Apache's CPU-seconds are those of the parent and all its child processes."]
 
 
+def paired_limits_note(rs, es):
+    runs = [(name, res.get("rounds_limit")) for name, res in [("RS256 refresh", rs.get("refresh")), ("ES256 refresh", es.get("refresh")),
+                                                            ("rotating refresh", rs.get("refresh_rotating"))] if res]
+    runs = [(name, lims) for name, lims in runs if lims and all(lims)]
+    if not runs:
+        return ""
+    return "\nSignatures/s in the runs next to each refresh run: " + "; ".join(
+        f"{name} {', '.join(fmt(x) for x in lims)}" for name, lims in runs) + "."
+
+
+def limit_ratio(res, lim, key):
+    """A figure against its in-process limit: the median of the run-by-run ratios when each run
+    was paired with a run of the micro-benchmark, else against the limit measured at the start."""
+    if not res:
+        return None
+    a, b = res.get("rounds_per_cpu_second"), res.get("rounds_limit")
+    if a and b and len(a) == len(b) and all(a) and all(b):
+        ratios = sorted(x / y for x, y in zip(a, b))
+        return ratios[len(ratios) // 2]
+    return ratio(res.get("per_cpu_second"), lim.get(key))
+
+
 def paired(rs, key):
     """`key` against plain 200: the median of the ratios of runs made back to back (the machine's
     throughput can shift between rounds, which a ratio of medians would mix up); the ratio of the
@@ -577,10 +622,10 @@ def report(r, out_dir, smoke):
     row("plain 200 (`/healthz`)", rs["plain_200"], "-", None)
     row("discovery", rs["discovery"], "plain 200", paired(rs, "discovery"))
     row("JWKS", rs["jwks"], "plain 200", paired(rs, "jwks"))
-    row("refresh grant, RS256", rs["refresh"], "RS256 signatures/core-s", ratio(rs["refresh"].get("per_cpu_second"), lim.get("sign_RS256_per_sec")))
-    row("refresh grant, ES256", es["refresh"], "ES256 signatures/core-s", ratio(es["refresh"].get("per_cpu_second"), lim.get("sign_ES256_per_sec")))
+    row("refresh grant, RS256", rs["refresh"], "RS256 signatures/core-s", limit_ratio(rs["refresh"], lim, "sign_RS256_per_sec"))
+    row("refresh grant, ES256", es["refresh"], "ES256 signatures/core-s", limit_ratio(es["refresh"], lim, "sign_ES256_per_sec"))
     if rs.get("refresh_rotating"):
-        row("refresh grant, RS256, rotating (one SQLite write)", rs["refresh_rotating"], "RS256 signatures/core-s", ratio(rs["refresh_rotating"].get("per_cpu_second"), lim.get("sign_RS256_per_sec")))
+        row("refresh grant, RS256, rotating (one SQLite write)", rs["refresh_rotating"], "RS256 signatures/core-s", limit_ratio(rs["refresh_rotating"], lim, "sign_RS256_per_sec"))
     row("password login, known user (wrong password)", rs["login_known"], "bcrypt compares/core-s", ratio(rs["login_known"].get("per_cpu_second"), lim.get("bcrypt10_verify_per_sec")))
     row("password login, unknown user", rs["login_unknown"], "bcrypt compares/core-s", ratio(rs["login_unknown"].get("per_cpu_second"), lim.get("bcrypt10_verify_per_sec")))
     cf = rs.get("code_flow")
@@ -595,14 +640,15 @@ def report(r, out_dir, smoke):
 {"**Smoke run** (debug build, 1-second runs): the figures only show the harness works." if smoke else ""}
 Produced by `bench/run.py` ({r['build']} build, {r['seconds']} s per figure; plain 200, discovery, JWKS and the refresh
 grants: {r.get('rounds', 1)} runs of {max(1, r['seconds'] // 2)} s each, in turns, the median counts, and discovery and JWKS are compared
-with plain 200 run by run (the median of the three ratios); the in-process limits: the median of {r.get('rounds', 1)} runs). Load from `wrk` in a separate process on
+with plain 200 run by run (the median of the three ratios); each refresh run follows a 1.5 s run of the signature
+micro-benchmark and is compared with it (the median of the three ratios); the in-process limits below: the median of {r.get('rounds', 1)} runs at the start). Load from `wrk` in a separate process on
 127.0.0.1; CPU-seconds read from `/proc/<pid>/stat` of the server process.
 
 **Machine:** {m['cpus']} CPUs ({m['model']}), {m['memory_mib']} MiB, Linux {m['kernel']}. The load generator shares the
 CPUs, so absolute requests per second understate the server; the per-CPU-second column does not.
 
 **In-process limits** (same code as the server, one core): RS256 signature {fmt(lim.get('sign_RS256_per_sec'))}/s,
-ES256 signature {fmt(lim.get('sign_ES256_per_sec'))}/s, bcrypt cost 10 compare {fmt(lim.get('bcrypt10_verify_per_sec'), 1)}/s.
+ES256 signature {fmt(lim.get('sign_ES256_per_sec'))}/s, bcrypt cost 10 compare {fmt(lim.get('bcrypt10_verify_per_sec'), 1)}/s.{paired_limits_note(rs, es)}
 
 | workload | requests/s | per CPU-second | p50 ms | p99 ms | compared with | ratio |
 | --- | ---: | ---: | ---: | ---: | --- | ---: |
@@ -635,9 +681,9 @@ ES256 signature {fmt(lim.get('sign_ES256_per_sec'))}/s, bcrypt cost 10 compare {
     open(os.path.join(out_dir, "BENCHMARKS.md"), "w").write(text)
     bars = [("discovery / plain 200", paired(rs, "discovery")),
             ("JWKS / plain 200", paired(rs, "jwks")),
-            ("refresh RS256 / signature limit", ratio(rs["refresh"].get("per_cpu_second"), lim.get("sign_RS256_per_sec"))),
-            ("refresh ES256 / signature limit", ratio(es["refresh"].get("per_cpu_second"), lim.get("sign_ES256_per_sec"))),
-            ("rotating refresh RS256 / signature limit", ratio((rs.get("refresh_rotating") or {}).get("per_cpu_second"), lim.get("sign_RS256_per_sec"))),
+            ("refresh RS256 / signature limit", limit_ratio(rs["refresh"], lim, "sign_RS256_per_sec")),
+            ("refresh ES256 / signature limit", limit_ratio(es["refresh"], lim, "sign_ES256_per_sec")),
+            ("rotating refresh RS256 / signature limit", limit_ratio(rs.get("refresh_rotating"), lim, "sign_RS256_per_sec")),
             ("login / bcrypt limit", ratio(rs["login_known"].get("per_cpu_second"), lim.get("bcrypt10_verify_per_sec"))),
             ("code flow / bcrypt limit", ratio((rs.get("code_flow") or {}).get("per_cpu_second"), lim.get("bcrypt10_verify_per_sec")))]
     svg = ['<svg xmlns="http://www.w3.org/2000/svg" width="640" height="%d" font-family="sans-serif" font-size="13">' % (40 + 30 * len(bars)),
