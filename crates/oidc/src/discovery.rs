@@ -9,7 +9,8 @@ pub(crate) fn endpoint(issuer: &str, path: &str) -> String {
     )
 }
 
-pub(crate) fn document(issuer: &str, alg: &str) -> Vec<u8> {
+/// The discovery document; `algorithms`: those of the published keys, the signing key's first.
+pub(crate) fn document(issuer: &str, algorithms: &[String]) -> Vec<u8> {
     let doc = json!({
         "issuer": issuer,
         "authorization_endpoint": endpoint(issuer, "auth"),
@@ -23,7 +24,7 @@ pub(crate) fn document(issuer: &str, alg: &str) -> Vec<u8> {
         "response_modes_supported": ["query"],
         "grant_types_supported": ["authorization_code", "refresh_token", "urn:ietf:params:oauth:grant-type:device_code"],
         "subject_types_supported": ["public"],
-        "id_token_signing_alg_values_supported": [alg],
+        "id_token_signing_alg_values_supported": algorithms,
         "code_challenge_methods_supported": ["S256", "plain"],
         "scopes_supported": ["openid", "email", "groups", "profile", "offline_access", "federated:id"],
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],

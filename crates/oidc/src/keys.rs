@@ -18,6 +18,9 @@ struct KeyState {
     signer: Arc<Signer>,
     jwks: Vec<Value>,
     jwks_bytes: Arc<[u8]>,
+    /// The algorithms of the published keys, the signing key's first: during a change of
+    /// algorithm, tokens of both are valid.
+    algorithms: Arc<[String]>,
 }
 
 pub struct KeyManager {
@@ -170,7 +173,14 @@ impl KeyManager {
         let jwks_bytes: Arc<[u8]> = serde_json::to_vec_pretty(&json!({ "keys": jwks }))
             .map_err(|e| ProviderError::Crypto(e.to_string()))?
             .into();
+        let mut algorithms: Vec<String> = Vec::new();
+        for alg in jwks.iter().filter_map(|k| k["alg"].as_str()) {
+            if !algorithms.iter().any(|a| a == alg) {
+                algorithms.push(alg.to_owned());
+            }
+        }
         Ok(KeyState {
+            algorithms: algorithms.into(),
             fingerprint: fingerprint(keys),
             kid: keys.signing.kid.clone(),
             signer,
@@ -208,6 +218,12 @@ impl KeyManager {
 
     pub fn algorithm(&self) -> &'static str {
         self.current().signer.alg()
+    }
+
+    /// The algorithms of the published keys (discovery's `id_token_signing_alg_values_supported`),
+    /// the signing key's first.
+    pub fn algorithms(&self) -> Arc<[String]> {
+        self.current().algorithms.clone()
     }
 
     pub(crate) fn sign(&self, payload: &[u8]) -> Result<String, ProviderError> {
@@ -324,6 +340,9 @@ mod tests {
         old.refresh(3_030).await.unwrap();
         assert_eq!(old.algorithm(), "RS256", "no flip-flop during the rollout");
         assert_eq!(old.jwks_bytes(), new.jwks_bytes());
+        // Tokens of both algorithms are valid meanwhile, and discovery says so.
+        assert_eq!(&*old.algorithms(), ["RS256", "ES256"]);
+        assert_eq!(&*new.algorithms(), ["RS256", "ES256"]);
         // An old replica still running a token lifetime later does switch (its setting applies).
         old.refresh(3_000 + 600 + RETIRE_SLACK).await.unwrap();
         assert_eq!(old.algorithm(), "ES256");

@@ -12,7 +12,7 @@ pub use device::{DeviceAuthorization, normalize_user_code};
 pub use refresh::{SessionInfo, sessions};
 pub use upstream::ConnectorInfo;
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use keygate_config::ProviderSettings;
 use keygate_store::Store;
@@ -95,7 +95,7 @@ pub struct Provider {
     clients: ClientRegistry,
     users: UserDirectory,
     clock: Arc<dyn Clock>,
-    discovery: Arc<[u8]>,
+    discovery: RwLock<Discovery>,
     metrics: crate::Metrics,
     ip_limiter: crate::IpLimiter,
     connectors: Vec<Arc<dyn crate::Connector>>,
@@ -124,6 +124,12 @@ fn too_long(v: &Option<String>, max: usize) -> bool {
     v.as_ref().is_some_and(|s| s.len() > max)
 }
 
+/// The discovery document, and the key algorithms it lists.
+struct Discovery {
+    algorithms: Arc<[String]>,
+    bytes: Arc<[u8]>,
+}
+
 impl Provider {
     pub fn new(
         settings: ProviderSettings,
@@ -134,7 +140,11 @@ impl Provider {
         clock: Arc<dyn Clock>,
         connectors: Vec<Arc<dyn crate::Connector>>,
     ) -> Self {
-        let discovery = discovery::document(&settings.issuer, keys.algorithm()).into();
+        let algorithms = keys.algorithms();
+        let discovery = RwLock::new(Discovery {
+            bytes: discovery::document(&settings.issuer, &algorithms).into(),
+            algorithms,
+        });
         let settings_bf = settings.brute_force.clone();
         Self {
             settings,
@@ -169,8 +179,23 @@ impl Provider {
     pub fn client(&self, id: &str) -> Option<Arc<Client>> {
         self.clients.get(id)
     }
+    /// The discovery document, serialized again only when the published keys' algorithms change
+    /// (a change of `signing.algorithm`, on this replica or another one).
     pub fn discovery_bytes(&self) -> Arc<[u8]> {
-        self.discovery.clone()
+        let algorithms = self.keys.algorithms();
+        if let Ok(cached) = self.discovery.read()
+            && cached.algorithms == algorithms
+        {
+            return cached.bytes.clone();
+        }
+        let bytes: Arc<[u8]> = discovery::document(&self.settings.issuer, &algorithms).into();
+        if let Ok(mut cached) = self.discovery.write() {
+            *cached = Discovery {
+                algorithms,
+                bytes: bytes.clone(),
+            };
+        }
+        bytes
     }
     pub fn jwks_bytes(&self) -> Arc<[u8]> {
         self.keys.jwks_bytes()
