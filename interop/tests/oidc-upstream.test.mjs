@@ -408,6 +408,33 @@ describe('Keygate OIDC connector with oidc-provider 9 as the upstream', {
     assert.equal((await exchange(kg.issuer, flow)).status, 200);
   });
 
+  test('nonce: an upstream that drops it is refused by default; with sendNonce: false keygate sends none and checks none', async () => {
+    // An upstream that ignores the nonce parameter, played by removing it on the way there.
+    const drop = (u) => {
+      if (u.origin === new URL(up.issuer).origin && u.searchParams.has('client_id')) u.searchParams.delete('nonce');
+      return u;
+    };
+    await assert.rejects(signIn(kg.issuer, 'alice', { rewrite: drop }), (err) => {
+      assert.ok(err instanceof LoginError, String(err));
+      assert.equal(err.status, 403, `${err.message}\n${err.trace?.join('\n')}`);
+      assert.match(pageText(err.body), /not issued for this sign-in \(nonce\)/);
+      return true;
+    });
+    const { u, k } = await pair({ jwk: await signingJwk(), accounts: { alice: ALICE }, oidcExtra: 'sendNonce: false' });
+    let sent = 'not seen';
+    const watch = (url) => {
+      if (url.origin === new URL(u.issuer).origin && url.searchParams.has('client_id')) sent = url.searchParams.get('nonce');
+      return url;
+    };
+    const flow = await signIn(k.issuer, 'alice', { rewrite: watch });
+    assert.equal(sent, null, 'no nonce sent upstream');
+    const res = await exchange(k.issuer, flow);
+    assert.equal(res.status, 200, res.text);
+    const claims = await verifyIdToken(res.json.id_token, k.issuer);
+    assert.equal(claims.email, ALICE.email);
+    assert.equal(claims.nonce, flow.nonce, "the app's own nonce, in keygate's ID token, is untouched");
+  });
+
   test('RFC 9207: an answer naming another issuer, or none from a provider that always names itself, is refused', async () => {
     const meta = await (await fetch(`${up.issuer}/.well-known/openid-configuration`)).json();
     assert.equal(meta.authorization_response_iss_parameter_supported, true, 'oidc-provider advertises RFC 9207');

@@ -226,6 +226,9 @@ struct OidcSpec {
     insecure_skip_verify: bool,
     #[serde(default)]
     enable_basic_auth: Option<bool>,
+    /// Keygate extension: false for an upstream that leaves the `nonce` out of its ID tokens.
+    #[serde(default)]
+    send_nonce: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -288,6 +291,9 @@ pub struct OidcConnector {
     pub prompt: Option<String>,
     pub root_ca_pem: Option<Vec<u8>>,
     pub basic_auth_unsupported: bool,
+    /// Send a `nonce` upstream and require it in the ID token at sign-in (default). False: send
+    /// none and check none, as Dex does, for upstreams that drop it.
+    pub send_nonce: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -490,6 +496,7 @@ pub(crate) fn dex_provider(
                 prompt: Some(o.prompt_type.unwrap_or_else(|| "consent".into()))
                     .filter(|p| !p.is_empty() && p != "none"),
                 basic_auth_unsupported: o.basic_auth_unsupported,
+                send_nonce: o.send_nonce.unwrap_or(true),
             })
         }
         "Github" => {

@@ -119,9 +119,12 @@ impl Oidc {
         login.derive("pkce", self.spec.client_secret.expose())
     }
 
-    /// The `nonce` of one sign-in, derived from its stored secret like the PKCE verifier.
-    fn nonce(&self, login: &UpstreamLogin<'_>) -> String {
-        login.derive("nonce", self.spec.client_secret.expose())
+    /// The `nonce` of one sign-in, derived from its stored secret like the PKCE verifier; none
+    /// with `sendNonce: false`.
+    fn nonce(&self, login: &UpstreamLogin<'_>) -> Option<String> {
+        self.spec
+            .send_nonce
+            .then(|| login.derive("nonce", self.spec.client_secret.expose()))
     }
 
     async fn token(&self, form: &[(&str, &str)]) -> Result<Value, ConnectorError> {
@@ -294,8 +297,10 @@ impl Connector for Oidc {
             .append_pair("redirect_uri", login.callback)
             .append_pair("response_type", "code")
             .append_pair("scope", &self.spec.scopes.join(" "))
-            .append_pair("state", login.state)
-            .append_pair("nonce", &self.nonce(login));
+            .append_pair("state", login.state);
+        if let Some(nonce) = self.nonce(login) {
+            q.append_pair("nonce", &nonce);
+        }
         if d.pkce() {
             q.append_pair(
                 "code_challenge",
@@ -360,7 +365,7 @@ impl Connector for Oidc {
             form.push(("code_verifier", v));
         }
         let tokens = self.token(&form).await?;
-        let identity = self.identity(&tokens, Some(&self.nonce(login))).await?;
+        let identity = self.identity(&tokens, self.nonce(login).as_deref()).await?;
         Ok((
             identity,
             tokens
