@@ -2,7 +2,8 @@
 -- other request is using, and the family's new token from the answer goes back to the thread's
 -- pool. AUTH (the client's Authorization header) is prepended by bench/run.py; the arguments are
 -- the number of wrk threads, then the tokens (dealt out to the threads in turn). At the end the
--- tokens not in flight are printed on a "TOKENS" line, for the next run.
+-- tokens not in flight are printed on a "TOKENS" line, for the next run, and the answers that
+-- were not a 200 with a refresh token on a "FAILED" line.
 local threads = {}
 
 function setup(thread)
@@ -34,9 +35,11 @@ function response(status, headers, body)
 end
 
 function done(summary, latency, requests)
-  local left = {}
+  local left, failures = {}, 0
   for _, thread in ipairs(threads) do
     for _, token in ipairs(thread:get("pool")) do table.insert(left, token) end
+    failures = failures + thread:get("failed")
   end
+  io.write("FAILED " .. failures .. "\n")
   io.write("TOKENS " .. table.concat(left, " ") .. "\n")
 end

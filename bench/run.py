@@ -157,9 +157,13 @@ def wrk(url, seconds, connections, tmp, lua=None, threads=2, script_args=()):
         lat[p] = float(v) * UNITS[u]
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     r = {"rps": rps, "p50_ms": lat.get("50"), "p99_ms": lat.get("99"), "non_2xx": int(non2xx.group(1)) if non2xx else 0}
+    errors = re.search(r"Socket errors: (.*)$", out, re.M)
+    if errors:
+        r["socket_errors"] = errors.group(1).strip()
     tokens = re.search(r"^TOKENS (.*)$", out, re.M)  # bench/rotate.lua
     if tokens:
         r["tokens"] = tokens.group(1).split()
+        r["failed_answers"] = int(re.search(r"^FAILED (\d+)$", out, re.M).group(1))
     return r
 
 
@@ -202,19 +206,22 @@ def rotating_refresh(kg, seconds, rounds, tmp, limit):
     token, one compare-and-swap write in SQLite, the path of kubectl refreshing an expired ID
     token. 8 connections, each request on a family of its own (bench/rotate.lua); a run ends with
     up to 8 requests in flight whose families are dropped, so each run starts with 8 more than
-    the last one needs."""
+    the last one needs, and 8 to spare (one smoke run ended with 9 families dropped)."""
     connections, threads = 8, 2
     tokens, basic = [], None
-    for _ in range(connections * (rounds + 1)):
+    for _ in range(connections * (rounds + 2)):
         token, basic = refresh_token(kg)
         tokens.append(token)
     lua = f"AUTH = {json.dumps(basic)}\n" + open(os.path.join(ROOT, "bench", "rotate.lua")).read()
     def one_run():
         nonlocal tokens
+        if len(tokens) < connections:
+            raise SystemExit(f"rotating refresh: {len(tokens)} refresh tokens left for {connections} connections")
         m = measured(kg, kg.issuer + "token", max(1, seconds // 2), connections, tmp, lua, script_args=[str(threads), *tokens])
         tokens = m.pop("tokens", [])
-        if m["non_2xx"] or len(tokens) < connections:
-            raise SystemExit(f"rotating refresh: {m['non_2xx']} answers not 2xx, {len(tokens)} tokens left; see {kg.log.name}")
+        if m["non_2xx"] or m.get("socket_errors") or m.get("failed_answers"):
+            raise SystemExit(f"rotating refresh: {m['non_2xx']} answers not 2xx, {m.get('failed_answers')} without a "
+                             f"refresh token, socket errors {m.get('socket_errors')}; see {kg.log.name}")
         m["rotations"] = round(m["rps"] * max(1, seconds // 2))
         return m
     return paired_runs(one_run, limit, rounds)
