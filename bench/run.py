@@ -163,7 +163,9 @@ def wrk(url, seconds, connections, tmp, lua=None, threads=2, script_args=()):
     tokens = re.search(r"^TOKENS (.*)$", out, re.M)  # bench/rotate.lua
     if tokens:
         r["tokens"] = tokens.group(1).split()
-        r["failed_answers"] = int(re.search(r"^FAILED (\d+)$", out, re.M).group(1))
+    failed = re.search(r"^FAILED (\d+)$", out, re.M)
+    if failed:
+        r["failed_answers"] = int(failed.group(1))
     return r
 
 
@@ -190,12 +192,16 @@ def sign_limit(limits_bin, alg):
 
 
 def paired_runs(measure, limit, rounds):
-    """`rounds` runs of measure(), each right after a run of limit(): the median run, with the
-    limit of every run in `rounds_limit` (limit_ratio() pairs them)."""
+    """`rounds` runs of measure(), each between two runs of limit(): the median run, with each
+    run's limit (the mean of the runs before and after it) in `rounds_limit`, which
+    limit_ratio() pairs with the run."""
     runs, limits = [], []
+    before = limit()
     for _ in range(rounds):
-        limits.append(limit())
         runs.append(measure())
+        after = limit()
+        limits.append((before + after) / 2 if before and after else None)
+        before = after
     m = median_run(runs)
     m["rounds_limit"] = limits
     return m
@@ -206,7 +212,7 @@ def rotating_refresh(kg, seconds, rounds, tmp, limit):
     token, one compare-and-swap write in SQLite, the path of kubectl refreshing an expired ID
     token. 8 connections, each request on a family of its own (bench/rotate.lua); a run ends with
     up to 8 requests in flight whose families are dropped, so each run starts with 8 more than
-    the last one needs, and 8 to spare (one smoke run ended with 9 families dropped)."""
+    the last one needs, and 8 to spare."""
     connections, threads = 8, 2
     tokens, basic = [], None
     for _ in range(connections * (rounds + 2)):
@@ -218,7 +224,9 @@ def rotating_refresh(kg, seconds, rounds, tmp, limit):
         if len(tokens) < connections:
             raise SystemExit(f"rotating refresh: {len(tokens)} refresh tokens left for {connections} connections")
         m = measured(kg, kg.issuer + "token", max(1, seconds // 2), connections, tmp, lua, script_args=[str(threads), *tokens])
-        tokens = m.pop("tokens", [])
+        if "tokens" not in m or "failed_answers" not in m:
+            raise SystemExit("rotating refresh: bench/rotate.lua printed no TOKENS or FAILED line")
+        tokens = m.pop("tokens")
         if m["non_2xx"] or m.get("socket_errors") or m.get("failed_answers"):
             raise SystemExit(f"rotating refresh: {m['non_2xx']} answers not 2xx, {m.get('failed_answers')} without a "
                              f"refresh token, socket errors {m.get('socket_errors')}; see {kg.log.name}")
@@ -583,13 +591,15 @@ def apache_lines(m):
 
 
 def paired_limits_note(rs, es):
-    runs = [(name, res.get("rounds_limit")) for name, res in [("RS256 refresh", rs.get("refresh")), ("ES256 refresh", es.get("refresh")),
-                                                            ("rotating refresh", rs.get("refresh_rotating"))] if res]
-    runs = [(name, lims) for name, lims in runs if lims and all(lims)]
+    runs = [(name, res.get("rounds_limit"), res.get("rounds_per_cpu_second"))
+            for name, res in [("RS256 refresh", rs.get("refresh")), ("ES256 refresh", es.get("refresh")),
+                              ("rotating refresh", rs.get("refresh_rotating"))] if res]
+    runs = [r for r in runs if r[1] and all(r[1]) and r[2] and len(r[2]) == len(r[1])]
     if not runs:
         return ""
-    return "\nSignatures/s in the runs next to each refresh run: " + "; ".join(
-        f"{name} {', '.join(fmt(x) for x in lims)}" for name, lims in runs) + "."
+    return "\nEach refresh run against the signatures/s of the micro-benchmark runs just before and after it (their mean): " + "; ".join(
+        f"{name} " + ", ".join(f"{fmt(x)}/{fmt(lim)} = {pct(x / lim)}" for x, lim in zip(per, lims))
+        for name, lims, per in runs) + "."
 
 
 def limit_ratio(res, lim, key):
@@ -647,8 +657,8 @@ def report(r, out_dir, smoke):
 {"**Smoke run** (debug build, 1-second runs): the figures only show the harness works." if smoke else ""}
 Produced by `bench/run.py` ({r['build']} build, {r['seconds']} s per figure; plain 200, discovery, JWKS and the refresh
 grants: {r.get('rounds', 1)} runs of {max(1, r['seconds'] // 2)} s each, in turns, the median counts, and discovery and JWKS are compared
-with plain 200 run by run (the median of the three ratios); each refresh run follows a 1.5 s run of the signature
-micro-benchmark and is compared with it (the median of the three ratios); the in-process limits below: the median of {r.get('rounds', 1)} runs at the start). Load from `wrk` in a separate process on
+with plain 200 run by run (the median of the three ratios); each refresh run is compared with the mean of the 1.5 s
+runs of the signature micro-benchmark just before and after it (the median of the three ratios); the in-process limits below: the median of {r.get('rounds', 1)} runs at the start). Load from `wrk` in a separate process on
 127.0.0.1; CPU-seconds read from `/proc/<pid>/stat` of the server process.
 
 **Machine:** {m['cpus']} CPUs ({m['model']}), {m['memory_mib']} MiB, Linux {m['kernel']}. The load generator shares the
@@ -665,7 +675,8 @@ ES256 signature {fmt(lim.get('sign_ES256_per_sec'))}/s, bcrypt cost 10 compare {
   refresh tokens: one storage read per answer), the case of concurrent refreshes. The "rotating" row presents
   each family's current token outside the reuse window (`reuseInterval: 0s`, bench/rotate.lua: 8 connections,
   a family each per request in flight), the case of kubectl refreshing an expired ID token: a read and one
-  compare-and-swap write in SQLite per answer{rotations_note(rs.get("refresh_rotating"))}. Each answer signs **one** JWT:
+  compare-and-swap write in SQLite per answer{rotations_note(rs.get("refresh_rotating"))}; a small database
+  (the families of {8 * (r.get('rounds', 1) + 2)} logins), all of it in the page cache. Each answer signs **one** JWT:
   the access token is the ID token (Dex signs a second JWT with the same claims as its access token), so
   the ceiling is the one-signature limit. ES256 signatures are so cheap that HTTP, JSON and SQLite
   dominate there.

@@ -7,9 +7,12 @@
 //! its CPU (a rotating one a quarter). Writers in this process queue for their turn without
 //! holding a thread. A statement that finds the database busy (another process writing, or
 //! recovering the WAL) is retried on tokio's blocking pool, where it may wait (`busy_timeout`).
-//! Scans and bulk deletes always run there. Checkpoints, which copy the WAL into the database
-//! file and sync it, never run on a request thread: connections used there do not checkpoint on
-//! commit, and every `CHECKPOINT_EVERY` writes a checkpoint runs on the blocking pool instead.
+//! Scans and bulk deletes always run there.
+//!
+//! What syncs the file to disk stays off the request threads. Connections used there do not
+//! checkpoint on commit; every `CHECKPOINT_EVERY` writes a checkpoint runs on the blocking pool
+//! instead, and, when it copied the whole WAL, also the write that starts the WAL again from its
+//! beginning (SQLite syncs the new WAL header), which the next request's write would do otherwise.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -32,6 +35,15 @@ const SCHEMA_VERSION: i64 = 1;
 /// Writes on request threads between two checkpoints on the blocking pool. A point write adds a
 /// few pages to the WAL: this keeps it near SQLite's default of a checkpoint per 1000 pages.
 const CHECKPOINT_EVERY: u64 = 256;
+/// A WAL this many pages long after a passive checkpoint (which other processes' writes can keep
+/// from ever reaching its end) gets a checkpoint that waits for them, so the WAL cannot grow
+/// without bound. 4096 pages: 16 MiB.
+const WAL_PAGES_RESTART: i64 = 4096;
+/// Keygate's mark in the database header (`PRAGMA application_id`, "KGTE"). Written again after
+/// each complete checkpoint: an unchanged value is still a write, which restarts the WAL.
+const APPLICATION_ID: i64 = 0x4B47_5445;
+/// The size the WAL file is cut back to after a checkpoint has emptied it.
+const WAL_SIZE_LIMIT: i64 = 16 << 20;
 
 /// The schema, idempotent. Databases made by earlier versions (through sqlx's migrator, which
 /// also left a `_sqlx_migrations` table) already have it.
@@ -81,6 +93,7 @@ impl Pool {
         conn.busy_timeout(busy_timeout)?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
         if busy_timeout.is_zero() {
             // Used on request threads: the checkpoint a commit may run (and its fsync) is left
             // to `SqliteBackend::checkpoint_soon`.
@@ -116,6 +129,38 @@ impl Pool {
         }
         result
     }
+}
+
+/// Copies the WAL into the database file without waiting for anyone; if that left a long WAL
+/// behind (other processes' writers or readers kept it from the end), again waiting for them
+/// (`busy_timeout`). When the whole WAL was copied, one write (of `APPLICATION_ID`, unchanged)
+/// starts it again from its beginning here, with the sync of its new header, rather than in the
+/// next request's write.
+fn checkpoint(conn: &Connection) -> rusqlite::Result<()> {
+    let run = |mode: &str| {
+        conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })
+    };
+    let (mut busy, mut log, mut copied) = run("PASSIVE")?;
+    if log - copied >= WAL_PAGES_RESTART {
+        (busy, log, copied) = run("RESTART")?;
+    }
+    if busy == 0 && log > 0 && log == copied {
+        conn.pragma_update(None, "application_id", APPLICATION_ID)?;
+    } else if log != copied {
+        tracing::debug!(
+            busy,
+            log,
+            copied,
+            "SQLite checkpoint incomplete: another connection is using the WAL"
+        );
+    }
+    Ok(())
 }
 
 fn store_error(e: rusqlite::Error) -> StoreError {
@@ -205,7 +250,8 @@ impl SqliteBackend {
                          (this one knows {SCHEMA_VERSION})"
                     )));
                 }
-                conn.pragma_update(None, "user_version", SCHEMA_VERSION)
+                conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+                conn.pragma_update(None, "application_id", APPLICATION_ID)
             })
             .await
             .map_err(|e| StoreError::Backend(format!("cannot open {path}: {e}")))?;
@@ -217,14 +263,14 @@ impl SqliteBackend {
     /// no effect, so running it again is safe.
     async fn write<T: Send + 'static>(
         &self,
-        f: impl Fn(&Connection) -> rusqlite::Result<T> + Send + Clone + 'static,
+        f: impl Fn(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, StoreError> {
         let _turn = self
             .writer
             .acquire()
             .await
             .map_err(|e| StoreError::Backend(e.to_string()))?;
-        let result = match self.pool.with(false, f.clone()) {
+        let result = match self.pool.with(false, &f) {
             Err(e) if is_busy(&e) => self.blocking(f).await,
             other => other.map_err(store_error),
         };
@@ -245,10 +291,10 @@ impl SqliteBackend {
         self.blocking(f).await
     }
 
-    /// Every `CHECKPOINT_EVERY` writes, copies the WAL into the database file on the blocking
-    /// pool, unless a checkpoint is still running. It takes the writers' turn: with writers
-    /// appending meanwhile it would never catch up with the end of the WAL, and SQLite restarts
-    /// the WAL from its start only after a checkpoint that did.
+    /// Every `CHECKPOINT_EVERY` writes, runs `checkpoint` on the blocking pool, unless one is
+    /// still running. It takes the writers' turn: with this process's writers appending meanwhile
+    /// it would never reach the end of the WAL, and only a checkpoint that did lets the WAL start
+    /// again from its beginning.
     fn checkpoint_soon(&self) {
         if !(self.writes.fetch_add(1, Ordering::Relaxed) + 1).is_multiple_of(CHECKPOINT_EVERY)
             || self.checkpointing.swap(true, Ordering::AcqRel)
@@ -262,12 +308,7 @@ impl SqliteBackend {
         );
         tokio::spawn(async move {
             if let Ok(_turn) = writer.acquire_owned().await {
-                let done = tokio::task::spawn_blocking(move || {
-                    pool.with(true, |c| {
-                        c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-                    })
-                })
-                .await;
+                let done = tokio::task::spawn_blocking(move || pool.with(true, checkpoint)).await;
                 match done {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => {
@@ -297,9 +338,9 @@ impl SqliteBackend {
     /// Runs a read here and now, or on the blocking pool if the database is busy.
     async fn read<T: Send + 'static>(
         &self,
-        f: impl Fn(&Connection) -> rusqlite::Result<T> + Send + Clone + 'static,
+        f: impl Fn(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, StoreError> {
-        match self.pool.with(false, f.clone()) {
+        match self.pool.with(false, &f) {
             Err(e) if is_busy(&e) => self.blocking(f).await,
             other => other.map_err(store_error),
         }
@@ -609,40 +650,143 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    async fn wait_for_checkpoint(backend: &SqliteBackend) {
+        for _ in 0..250 {
+            if !backend.checkpointing.load(Ordering::Acquire) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the checkpoint did not finish");
+    }
+
+    fn refresh_record(n: i64) -> Record {
+        Record {
+            owner: Some("jane".into()),
+            expires_at: Some(n),
+            data: "x".repeat(1500),
+        }
+    }
+
     /// Writes on request threads do not checkpoint, so the backend must: without it the WAL
-    /// grows by every write (about 40 MB here) instead of being reused from its start.
+    /// grows by every write (about 40 MB here) instead of being reused from its start. And the
+    /// write that starts the WAL again (and syncs its header) is the checkpoint task's, not the
+    /// next request's: right after a checkpoint the WAL holds that one write.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn the_wal_is_checkpointed_while_writes_run_on_request_threads() {
+    async fn the_wal_is_checkpointed_and_restarted_off_the_request_threads() {
         let dir = std::env::temp_dir().join(format!("keygate-wal-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("db.sqlite");
         let backend = SqliteBackend::open(path.to_str().unwrap()).await.unwrap();
-        let record = |n: i64| Record {
-            owner: Some("jane".into()),
-            expires_at: Some(n),
-            data: "x".repeat(1500),
-        };
         backend
-            .create(Kind::RefreshToken, "family", &record(0))
+            .create(Kind::RefreshToken, "family", &refresh_record(0))
             .await
             .unwrap();
-        for version in 1..=4000 {
+        // 4000 writes in all; the last one (the create counts) schedules a checkpoint.
+        let writes = 4000 - 4000 % CHECKPOINT_EVERY as i64;
+        for version in 1..writes {
             assert!(
                 backend
-                    .replace(Kind::RefreshToken, "family", version, &record(version))
+                    .replace(
+                        Kind::RefreshToken,
+                        "family",
+                        version,
+                        &refresh_record(version)
+                    )
                     .await
                     .unwrap()
             );
         }
-        // The last scheduled checkpoint may still be running.
-        for _ in 0..100 {
-            if !backend.checkpointing.load(Ordering::Acquire) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_for_checkpoint(&backend).await;
         let wal = std::fs::metadata(dir.join("db.sqlite-wal")).unwrap().len();
-        assert!(wal < 8 << 20, "WAL of {wal} bytes after 4000 writes");
+        assert!(wal < 8 << 20, "WAL of {wal} bytes after {writes} writes");
+        let frames: i64 = backend
+            .read(|c| c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1)))
+            .await
+            .unwrap();
+        assert_eq!(
+            frames, 1,
+            "the WAL was started again by the checkpoint task"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A reader of an old snapshot (another process) keeps a passive checkpoint from reaching
+    /// the end of a long WAL: the checkpoint then waits for it, and the WAL starts again.
+    #[test]
+    fn a_long_wal_gets_a_checkpoint_that_waits_for_readers() {
+        let dir = std::env::temp_dir().join(format!("keygate-wal-reader-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("db.sqlite");
+        let writer = Connection::open(&path).unwrap();
+        writer
+            .query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))
+            .unwrap();
+        writer.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
+        writer.execute_batch(SCHEMA).unwrap();
+        let reader = Connection::open(&path).unwrap();
+        reader.execute_batch("BEGIN").unwrap();
+        reader
+            .query_row("SELECT count(*) FROM objects", [], |r| r.get::<_, i64>(0))
+            .unwrap();
+        // More than WAL_PAGES_RESTART pages written after the reader's snapshot.
+        let row = "x".repeat(3000);
+        for n in 0..WAL_PAGES_RESTART + 100 {
+            writer
+                .execute(
+                    "INSERT INTO objects (kind, id, version, data) VALUES ('t', ?1, 1, ?2)",
+                    params![n.to_string(), row],
+                )
+                .unwrap();
+        }
+        let done = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            reader.execute_batch("COMMIT").unwrap();
+        });
+        let checkpointer = Connection::open(&path).unwrap();
+        checkpointer.busy_timeout(BUSY_TIMEOUT).unwrap();
+        checkpoint(&checkpointer).unwrap();
+        done.join().unwrap();
+        let frames: i64 = checkpointer
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1))
+            .unwrap();
+        assert_eq!(frames, 1, "the WAL was copied and started again");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Two processes writing at once, each checkpointing only between its own writes: the WAL
+    /// stays bounded (unchecked, about 100 MB).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_wal_stays_bounded_with_two_writers_on_one_file() {
+        let dir = std::env::temp_dir().join(format!("keygate-wal-two-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("db.sqlite");
+        let a = Arc::new(SqliteBackend::open(path.to_str().unwrap()).await.unwrap());
+        let b = Arc::new(SqliteBackend::open(path.to_str().unwrap()).await.unwrap());
+        let writer = |backend: Arc<SqliteBackend>, id: &'static str| {
+            tokio::spawn(async move {
+                backend
+                    .create(Kind::RefreshToken, id, &refresh_record(0))
+                    .await
+                    .unwrap();
+                for version in 1..6000 {
+                    assert!(
+                        backend
+                            .replace(Kind::RefreshToken, id, version, &refresh_record(version))
+                            .await
+                            .unwrap()
+                    );
+                }
+            })
+        };
+        let (x, y) = (writer(a.clone(), "a"), writer(b.clone(), "b"));
+        x.await.unwrap();
+        y.await.unwrap();
+        wait_for_checkpoint(&a).await;
+        wait_for_checkpoint(&b).await;
+        let wal = std::fs::metadata(dir.join("db.sqlite-wal")).unwrap().len();
+        // Unchecked, 12,000 writes of 1.5 kB rows leave a WAL of about 100 MB.
+        assert!(wal < 40 << 20, "WAL of {wal} bytes after 12,000 writes");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

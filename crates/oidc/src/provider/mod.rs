@@ -183,8 +183,9 @@ impl Provider {
     /// (a change of `signing.algorithm`, on this replica or another one).
     pub fn discovery_bytes(&self) -> Arc<[u8]> {
         let algorithms = self.keys.algorithms();
+        // The key state's own list: the same allocation until the keys change.
         if let Ok(cached) = self.discovery.read()
-            && cached.algorithms == algorithms
+            && Arc::ptr_eq(&cached.algorithms, &algorithms)
         {
             return cached.bytes.clone();
         }
