@@ -34,6 +34,13 @@ pub struct KeyManager {
 /// How long after a rotation every replica has surely picked it up (twice the maintenance period).
 const RETIRE_SLACK: i64 = 60;
 
+/// The stored keys less the retired ones past their time: every token they signed has expired.
+/// They stay stored until the next rotation, but leave JWKS (and discovery's algorithms) now.
+fn published(mut keys: SigningKeys, now: i64) -> SigningKeys {
+    keys.verification.retain(|v| v.expires_at > now);
+    keys
+}
+
 fn fingerprint(keys: &SigningKeys) -> Vec<String> {
     let mut f = vec![keys.signing.kid.clone()];
     f.extend(keys.next.iter().map(|n| format!("next:{}", n.kid)));
@@ -66,7 +73,10 @@ impl KeyManager {
         id_token_ttl: i64,
         now: i64,
     ) -> Result<Self, ProviderError> {
-        let keys = Self::load_or_rotate(&store, settings, id_token_ttl, now).await?;
+        let keys = published(
+            Self::load_or_rotate(&store, settings, id_token_ttl, now).await?,
+            now,
+        );
         let state = Self::build_state(&keys, None)?;
         Ok(Self {
             store,
@@ -198,7 +208,10 @@ impl KeyManager {
 
     /// Rotates when due and picks up rotations made by other replicas. Call it periodically.
     pub async fn refresh(&self, now: i64) -> Result<(), ProviderError> {
-        let keys = Self::load_or_rotate(&self.store, self.settings, self.retire_after, now).await?;
+        let keys = published(
+            Self::load_or_rotate(&self.store, self.settings, self.retire_after, now).await?,
+            now,
+        );
         let current = self.current();
         if current.fingerprint == fingerprint(&keys) {
             return Ok(());
@@ -286,9 +299,13 @@ mod tests {
             .unwrap();
         assert_eq!(replica.jwks_bytes(), keys.jwks_bytes());
 
-        // The retired key lives idTokenTTL plus the replicas' slack after the rotation.
+        // The retired key lives idTokenTTL plus the replicas' slack after the rotation, then
+        // leaves JWKS at once, not at the next rotation.
         keys.refresh(4_600 + 600 + RETIRE_SLACK - 1).await.unwrap();
         assert!(keys.verify(&old_token).is_some());
+        keys.refresh(4_600 + 600 + RETIRE_SLACK).await.unwrap();
+        assert!(keys.verify(&old_token).is_none());
+        assert_eq!(keys.current().jwks.len(), 2, "signing and next");
         keys.refresh(4_600 + 3_600).await.unwrap();
         assert!(keys.verify(&old_token).is_none());
         assert!(keys.verify(&new_token).is_some());
@@ -343,6 +360,9 @@ mod tests {
         // Tokens of both algorithms are valid meanwhile, and discovery says so.
         assert_eq!(&*old.algorithms(), ["RS256", "ES256"]);
         assert_eq!(&*new.algorithms(), ["RS256", "ES256"]);
+        // Once the last ES256 token has expired, only RS256 is published.
+        new.refresh(3_000 + 600 + RETIRE_SLACK).await.unwrap();
+        assert_eq!(&*new.algorithms(), ["RS256"]);
         // An old replica still running a token lifetime later does switch (its setting applies).
         old.refresh(3_000 + 600 + RETIRE_SLACK).await.unwrap();
         assert_eq!(old.algorithm(), "ES256");
