@@ -498,7 +498,7 @@ def peers_section(r):
               "  By default the checks of one cookie within a second reuse the session the replica opened from Redis",
               "  (docs/deployment.md, sessions): a browser's burst of requests costs one Redis read a second. One session",
               f"  replayed is that case at its extreme: Redis calls per check {redis_calls(ac)}.",
-              *store_lines(a.get("auth_check_store")),
+              *store_lines(a.get("auth_check_store"), ac, a.get("nginx_auth_request")),
               "- nginx ceiling: nginx (`worker_processes auto`, access log off) with `auth_request` to an `internal` location",
               "  answering a constant 200, then `return 200`: the cheapest possible auth subrequest, no cookie, no store; CPU of",
               "  master and workers. It is an upper bound for any nginx-based check, not a like-for-like peer.",
@@ -560,14 +560,23 @@ def redis_calls(m):
     return ", ".join(f"{n:.2g} `{k.upper()}`" for k, n in calls if n >= 0.0001) or "none"
 
 
-def store_lines(m):
+def store_lines(m, hit=None, ceiling=None):
     if not m:
         return []
-    return [f"  With `sessionStore.cache: false` every check reads Redis ({redis_calls(m)} per check) and opens the",
-            f"  cookie and the stored session (two AEAD opens): {fmt(m['rps'])} req/s, {fmt(m.get('per_cpu_second'))} per CPU-s",
-            f"  ({m.get('non_2xx', 0)} non-2xx; Redis used {fmt(m.get('redis_cpu_seconds'), 2)} CPU-s, not counted). That is the cost of a",
-            "  check whose cookie was not seen in the current second, and the like-for-like comparison with Apache",
-            "  mod_auth_openidc below, which reads Redis (twice) on every request."]
+    lines = [f"  With `sessionStore.cache: false` every check reads Redis ({redis_calls(m)} per check) and opens the",
+             f"  cookie and the stored session (two AEAD opens): {fmt(m['rps'])} req/s, {fmt(m.get('per_cpu_second'))} per CPU-s",
+             f"  ({m.get('non_2xx', 0)} non-2xx; Redis used {fmt(m.get('redis_cpu_seconds'), 2)} CPU-s, not counted). That is the cost of a",
+             "  check whose cookie was not seen in the current second, and the like-for-like comparison with Apache",
+             "  mod_auth_openidc below, which reads Redis (twice) on every request."]
+    miss, hit = m.get("per_cpu_second"), (hit or {}).get("per_cpu_second")
+    top = (ceiling or {}).get("per_cpu_second")
+    if miss and hit:
+        # CPU per check of a burst: one miss, then hits (an estimate from the two measured costs).
+        burst = 20 / (1 / miss + 19 / hit)
+        lines += [f"  A page load of 20 requests with one cookie costs one check that reads Redis and 19 from memory: by the two",
+                  f"  measured costs, about {fmt(burst)} checks per CPU-s" + (f", {pct(burst / top)} of the nginx ceiling" if top else "") +
+                  " (an estimate, not a measurement)."]
+    return lines
 
 
 def apache_lines(m):
