@@ -96,8 +96,10 @@ Put it behind nginx auth_request (/dex-authenticator/auth) or set spec.upstream 
     #[command(
         after_help = "Example:\n  keygate check-config --config /etc/keygate/\n\n\
 Prints what the configuration declares (issuer, storage, limits, users with their groups, clients)\n\
-and warnings for settings that have no effect here. Secrets are never printed. A `keygate\n\
-authenticator` configuration (DexAuthenticator + AuthenticatorConfig) is checked the same way."
+and warnings for settings that have no effect here. Secrets are never printed. Also reads what\n\
+`serve` reads at start (TLS certificate and key, templates, the SQLite file or its directory),\n\
+without creating or changing anything or contacting a server. A `keygate authenticator`\n\
+configuration (DexAuthenticator + AuthenticatorConfig) is checked the same way."
     )]
     CheckConfig {
         /// Configuration file or directory.

@@ -5,7 +5,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use keygate_config::{Config, StorageConfig};
 use keygate_oidc::SystemClock;
-use keygate_server::{AppState, Pages, build_provider, router, serve};
+use keygate_server::{AppState, Pages, build_provider, check_tls, router, serve};
 
 use crate::cli::{Cli, ClientsCommand, Command, SessionsCommand, UsersCommand};
 use crate::logging;
@@ -296,6 +296,28 @@ fn check_config(path: &std::path::Path) -> Result<()> {
     }
     let config = keygate_config::load(path)?;
     let p = &config.provider;
+    // What `serve` reads only at start, read now: a broken certificate or template must not
+    // wait for the deployment to show.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let tls = match &p.tls {
+        Some(files) => {
+            let chain = check_tls(files).map_err(|e| match e {
+                keygate_server::ServeError::Tls(m) => anyhow::anyhow!("spec.tls: {m}"),
+                e => anyhow::anyhow!("spec.tls: {e}"),
+            })?;
+            Some(format!(
+                "{} ({chain} certificate{}), key {}",
+                files.cert_file.display(),
+                if chain == 1 { "" } else { "s" },
+                files.key_file.display()
+            ))
+        }
+        None => None,
+    };
+    Pages::new(&p.frontend, &p.issuer, "static/".into())
+        .map_err(anyhow::Error::msg)
+        .context("cannot load the page templates")?;
+    let storage = storage_status(&p.storage)?;
     let files = config.sources.len();
     out!(
         "configuration OK ({files} file{})",
@@ -307,7 +329,13 @@ fn check_config(path: &std::path::Path) -> Result<()> {
         p.listen,
         if p.tls.is_some() { " (TLS)" } else { "" }
     );
-    out!("  storage        {}", storage_label(&p.storage));
+    if let Some(tls) = tls {
+        out!("  TLS            {tls}");
+    }
+    out!("  storage        {}{storage}", storage_label(&p.storage));
+    if let Some(dir) = &p.frontend.templates_dir {
+        out!("  templates      {} (and the embedded ones)", dir.display());
+    }
     out!(
         "  signing        {} keys, rotated every {}s",
         p.signing.algorithm.as_str(),
@@ -391,9 +419,54 @@ fn check_config(path: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
+/// Whether `serve` will find its database, without creating or changing it: an existing SQLite
+/// file must open for reading and writing, a new one needs its directory. PostgreSQL is not
+/// contacted.
+fn storage_status(s: &StorageConfig) -> Result<&'static str> {
+    match s {
+        StorageConfig::Memory => Ok(""),
+        StorageConfig::Postgres { .. } => Ok(" (not contacted by check-config)"),
+        StorageConfig::Sqlite { path } if path.exists() => {
+            if !path.is_file() {
+                bail!("spec.storage.path: {} is not a file", path.display());
+            }
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(path)
+                .with_context(|| {
+                    format!(
+                        "spec.storage.path: cannot open {} for reading and writing",
+                        path.display()
+                    )
+                })?;
+            Ok(" (exists)")
+        }
+        StorageConfig::Sqlite { path } => {
+            let dir = match path.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d,
+                _ => std::path::Path::new("."),
+            };
+            if !dir.is_dir() {
+                bail!(
+                    "spec.storage.path: the directory {} of {} does not exist",
+                    dir.display(),
+                    path.display()
+                );
+            }
+            Ok(" (created at the first start)")
+        }
+    }
+}
+
 /// A `keygate authenticator` configuration (DexAuthenticator + AuthenticatorConfig).
 fn check_authenticator_config(path: &std::path::Path) -> Result<()> {
     let a = keygate_config::load_authenticator(path)?;
+    // Everything `keygate authenticator` builds before it listens (CA files, templates, the
+    // upstream address), without connecting to Redis or the provider.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    keygate_authenticator::build_state(a.clone(), Arc::new(SystemClock))
+        .map_err(anyhow::Error::msg)?;
     let spec = &a.authenticator;
     out!("authenticator configuration OK");
     out!("  DexAuthenticator {}/{}", spec.namespace, spec.name);

@@ -282,6 +282,102 @@ fn check_config_names_file_document_and_field() {
     );
 }
 
+/// What `serve` reads only at start is read by check-config too: the TLS files, the templates,
+/// the database's place (and for the authenticator, its CA files).
+#[test]
+fn check_config_reads_tls_templates_and_database_path() {
+    let dir = temp_dir("check-files");
+    let check = |name: &str, yaml: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, yaml).unwrap();
+        let out = Command::new(BIN)
+            .args(["check-config", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let provider = |spec: &str| {
+        format!(
+            "apiVersion: keygate.io/v1alpha1\nkind: KeygateConfig\nspec:\n  issuer: https://id.example.com/\n{spec}"
+        )
+    };
+    let missing = dir.join("missing");
+    let (code, _, err) = check(
+        "db.yaml",
+        provider(&format!(
+            "  storage: {{type: sqlite, path: {}}}\n",
+            missing.join("keygate.db").display()
+        )),
+    );
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("spec.storage.path: the directory") && err.contains("does not exist"),
+        "{err}"
+    );
+    assert!(!missing.exists(), "check-config creates nothing");
+
+    let (code, out, err) = check(
+        "db-ok.yaml",
+        provider(&format!(
+            "  storage: {{type: sqlite, path: {}}}\n",
+            dir.join("keygate.db").display()
+        )),
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("(created at the first start)"), "{out}");
+    assert!(
+        !dir.join("keygate.db").exists(),
+        "check-config creates nothing"
+    );
+
+    let (code, _, err) = check(
+        "tls.yaml",
+        provider(&format!(
+            "  storage: {{type: memory}}\n  tls: {{certFile: {0}/none.crt, keyFile: {0}/none.key}}\n",
+            dir.display()
+        )),
+    );
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("spec.tls: cannot read") && err.contains("none.crt"),
+        "{err}"
+    );
+
+    let templates = dir.join("templates");
+    std::fs::create_dir_all(&templates).unwrap();
+    std::fs::write(templates.join("login.html"), "{% if %}").unwrap();
+    let (code, _, err) = check(
+        "templates.yaml",
+        provider(&format!(
+            "  storage: {{type: memory}}\n  frontend: {{templatesDir: {}}}\n",
+            templates.display()
+        )),
+    );
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("cannot load the page templates: template login.html: syntax error"),
+        "{err}"
+    );
+
+    let (code, _, err) = check(
+        "authn.yaml",
+        format!(
+            "apiVersion: deckhouse.io/v1\nkind: DexAuthenticator\nmetadata: {{name: grafana, namespace: monitoring}}\nspec: {{applicationDomain: grafana.example.com, secret: s}}\n---\napiVersion: keygate.io/v1alpha1\nkind: AuthenticatorConfig\nspec:\n  issuer: http://127.0.0.1:5556/\n  cookieSecret: \"0123456789abcdef0123456789abcdef\"\n  sessionStore: {{type: redis, url: \"rediss://127.0.0.1:6379/0\", caFile: {}/none.pem}}\n",
+            dir.display()
+        ),
+    );
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("spec.sessionStore.caFile") && err.contains("none.pem"),
+        "{err}"
+    );
+}
+
 #[test]
 fn output_into_a_closed_pipe_stops_quietly() {
     // `keygate check-config | head -1`: the reader is gone before the command writes.

@@ -52,6 +52,14 @@ fn load_tls(files: &TlsFiles) -> Result<rustls::ServerConfig, ServeError> {
     Ok(config)
 }
 
+/// Reads and parses the certificate and key as `serve` will (for `keygate check-config`); the
+/// number of certificates in the chain.
+pub fn check_tls(files: &TlsFiles) -> Result<usize, ServeError> {
+    load_tls(files)?;
+    let pem = std::fs::read(&files.cert_file)?;
+    Ok(rustls_pemfile::certs(&mut pem.as_slice()).count())
+}
+
 /// Serves `app` on `listener` until `shutdown` resolves, then lets in-flight requests finish.
 pub async fn serve(
     listener: TcpListener,
