@@ -640,6 +640,7 @@ fn provider(
     Ok(ProviderSettings {
         issuer,
         listen: spec.listen.unwrap_or_else(|| "127.0.0.1:5556".into()),
+        metrics_listen: spec.metrics_listen,
         tls,
         storage,
         id_token_ttl,

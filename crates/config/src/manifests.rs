@@ -45,6 +45,8 @@ pub struct KeygateConfigSpec {
     #[serde(default)]
     pub listen: Option<String>,
     #[serde(default)]
+    pub metrics_listen: Option<String>,
+    #[serde(default)]
     pub tls: Option<TlsSpec>,
     #[serde(default)]
     pub storage: Option<StorageSpec>,

@@ -23,6 +23,9 @@ pub struct ProviderSettings {
     /// Exactly as configured (trailing slash kept): it is the `iss` claim.
     pub issuer: String,
     pub listen: String,
+    /// A second address serving only `/metrics` (`spec.metricsListen`); then the main address
+    /// does not serve it.
+    pub metrics_listen: Option<String>,
     pub tls: Option<TlsFiles>,
     pub storage: StorageConfig,
     pub id_token_ttl: i64,

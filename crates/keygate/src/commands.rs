@@ -5,7 +5,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use keygate_config::{Config, StorageConfig};
 use keygate_oidc::SystemClock;
-use keygate_server::{AppState, Pages, build_provider, check_tls, router, serve};
+use keygate_server::{AppState, Pages, build_provider, check_tls, metrics_router, router, serve};
 
 use crate::cli::{Cli, ClientsCommand, Command, SessionsCommand, UsersCommand};
 use crate::logging;
@@ -102,6 +102,14 @@ async fn serve_provider(config: Config) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(&config.provider.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.provider.listen))?;
+    let metrics_listener = match &config.provider.metrics_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (spec.metricsListen)"))?,
+        ),
+        None => None,
+    };
     let built = build_provider(&config, Arc::new(SystemClock))
         .await
         .context("cannot start the provider")?;
@@ -134,9 +142,32 @@ async fn serve_provider(config: Config) -> Result<()> {
         })
     };
 
-    banner(&config, &provider, local, &built.generated_secrets);
-    let app = router(state);
-    serve(listener, app, settings.tls.as_ref(), shutdown_signal()).await?;
+    let metrics_local = match &metrics_listener {
+        Some(l) => Some(l.local_addr()?),
+        None => None,
+    };
+    banner(
+        &config,
+        &provider,
+        local,
+        metrics_local,
+        &built.generated_secrets,
+    );
+    let metrics = async {
+        match metrics_listener {
+            Some(l) => serve(l, metrics_router(state.clone()), None, shutdown_signal()).await,
+            None => Ok(()),
+        }
+    };
+    let main = serve(
+        listener,
+        router(state.clone()),
+        settings.tls.as_ref(),
+        shutdown_signal(),
+    );
+    let (main, metrics) = tokio::join!(main, metrics);
+    main?;
+    metrics?;
     maintenance.abort();
     provider.store().close().await;
     tracing::info!("stopped");
@@ -147,6 +178,7 @@ fn banner(
     config: &Config,
     provider: &keygate_oidc::Provider,
     local: std::net::SocketAddr,
+    metrics: Option<std::net::SocketAddr>,
     generated: &[String],
 ) {
     let s = provider.settings();
@@ -159,6 +191,10 @@ fn banner(
             provider.endpoint(".well-known/openid-configuration")
         ),
         format!("  listening   {scheme}://{local}"),
+        match metrics {
+            Some(m) => format!("  metrics     http://{m}/metrics"),
+            None => format!("  metrics     {}", provider.endpoint("metrics")),
+        },
         format!("  storage     {}", storage_label(&s.storage)),
         format!(
             "  users       {} static, {} client(s)",
@@ -331,6 +367,9 @@ fn check_config(path: &std::path::Path) -> Result<()> {
     );
     if let Some(tls) = tls {
         out!("  TLS            {tls}");
+    }
+    if let Some(m) = &p.metrics_listen {
+        out!("  metrics        http://{m}/metrics (not on the listen address)");
     }
     out!("  storage        {}{storage}", storage_label(&p.storage));
     if let Some(dir) = &p.frontend.templates_dir {

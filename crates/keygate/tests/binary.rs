@@ -282,6 +282,43 @@ fn check_config_names_file_document_and_field() {
     );
 }
 
+/// `spec.metricsListen`: `/metrics` on a second address only, not on the public one.
+#[tokio::test]
+async fn metrics_listen_serves_metrics_on_its_own_address_only() {
+    let dir = temp_dir("metrics-listen");
+    let (port, metrics_port) = (free_port(), free_port());
+    let cfg = config(
+        &dir,
+        port,
+        "http",
+        &format!("  metricsListen: 127.0.0.1:{metrics_port}\n"),
+    );
+    let web = Http {
+        issuer: format!("http://127.0.0.1:{port}/"),
+        http: http_client(),
+    };
+    let server = start(&cfg, &web.url("healthz"), &web.http).await;
+    let public = web.http.get(web.url("metrics")).send().await.unwrap();
+    assert_eq!(public.status(), 404);
+    let own = web
+        .http
+        .get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(own.status(), 200);
+    let text = own.text().await.unwrap();
+    assert!(text.contains("keygate_login_attempts_total"), "{text}");
+    let log = std::fs::read_to_string(&server.log).unwrap();
+    assert!(
+        log.contains(&format!(
+            "metrics     http://127.0.0.1:{metrics_port}/metrics"
+        )),
+        "the banner names the metrics address: {log}"
+    );
+    server.stop();
+}
+
 /// What `serve` reads only at start is read by check-config too: the TLS files, the templates,
 /// the database's place (and for the authenticator, its CA files).
 #[test]

@@ -16,7 +16,7 @@ pub use build::{
     BuildError, Built, KUBECONFIG_CLIENT_ID, LOGIN_CLIENT_ID, build_provider, builtin_clients,
     open_store,
 };
-pub use handlers::router;
+pub use handlers::{metrics_router, router};
 pub use keygate_pages::Pages;
 pub use serve::{ServeError, check_tls, serve};
 pub use state::AppState;

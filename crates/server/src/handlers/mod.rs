@@ -20,6 +20,14 @@ use crate::AppState;
 /// Bodies larger than this are refused before parsing (token and login forms are tiny).
 const MAX_BODY: usize = 64 * 1024;
 
+/// `/metrics` alone, at the root, for `spec.metricsListen`.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(meta::metrics))
+        .fallback(|| async { (axum::http::StatusCode::NOT_FOUND, "not found\n") })
+        .with_state(state)
+}
+
 /// All provider routes, mounted under the issuer's path.
 pub fn router(state: AppState) -> Router {
     let routes = Router::new()
@@ -39,7 +47,6 @@ pub fn router(state: AppState) -> Router {
         .route("/token", post(token::token))
         .route("/token/introspect", post(token::introspect))
         .route("/token/revoke", post(token::revoke))
-        .route("/metrics", get(meta::metrics))
         .route("/userinfo", get(token::userinfo).post(token::userinfo))
         .route("/device/code", post(device::code))
         .route("/device", get(device::page).post(device::submit))
@@ -52,9 +59,15 @@ pub fn router(state: AppState) -> Router {
             get(kubeconfig::download),
         )
         .route("/demo", get(demo::start))
-        .route("/demo/callback", get(demo::callback))
-        .fallback(meta::not_found)
-        .with_state(state.clone());
+        .route("/demo/callback", get(demo::callback));
+    // With `spec.metricsListen`, `/metrics` is served there only (`metrics_router`).
+    let routes = if state.provider.settings().metrics_listen.is_none() {
+        routes.route("/metrics", get(meta::metrics))
+    } else {
+        routes
+    }
+    .fallback(meta::not_found)
+    .with_state(state.clone());
     let app = if state.base_path.is_empty() {
         routes
     } else {
