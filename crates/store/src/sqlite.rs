@@ -502,11 +502,22 @@ impl Backend for SqliteBackend {
     }
 
     async fn close(&self) {
-        // Closing the last connection checkpoints the WAL into the database file.
-        for idle in [&self.pool.patient, &self.pool.immediate] {
-            if let Ok(mut v) = idle.lock() {
-                v.clear();
+        // The writers' turn: no write, and no checkpoint task, is running or can start after.
+        let _turn = self.writer.acquire().await;
+        self.writer.close();
+        // Closing the last connection checkpoints the WAL into the database file and syncs it:
+        // on the blocking pool, like every sync.
+        let pool = self.pool.clone();
+        let closed = tokio::task::spawn_blocking(move || {
+            for idle in [&pool.patient, &pool.immediate] {
+                if let Ok(mut v) = idle.lock() {
+                    v.clear();
+                }
             }
+        })
+        .await;
+        if let Err(e) = closed {
+            tracing::warn!(error = %e, "closing the SQLite connections failed");
         }
     }
 
@@ -707,6 +718,49 @@ mod tests {
         assert_eq!(
             frames, 1,
             "the WAL was started again by the checkpoint task"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Closing waits for a running write or checkpoint, copies the WAL into the file (the last
+    /// connection's close removes it), and refuses writes from then on.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn close_leaves_no_wal_and_refuses_later_writes() {
+        let dir = std::env::temp_dir().join(format!("keygate-close-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("db.sqlite");
+        let backend = SqliteBackend::open(path.to_str().unwrap()).await.unwrap();
+        backend
+            .create(Kind::RefreshToken, "family", &refresh_record(0))
+            .await
+            .unwrap();
+        for version in 1..CHECKPOINT_EVERY as i64 {
+            backend
+                .replace(
+                    Kind::RefreshToken,
+                    "family",
+                    version,
+                    &refresh_record(version),
+                )
+                .await
+                .unwrap();
+        }
+        backend.close().await;
+        assert!(
+            !dir.join("db.sqlite-wal").exists(),
+            "the WAL was copied and removed"
+        );
+        let late = backend.delete(Kind::RefreshToken, "family").await;
+        assert!(matches!(late, Err(StoreError::Backend(_))), "{late:?}");
+        let reopened = SqliteBackend::open(path.to_str().unwrap()).await.unwrap();
+        let row = reopened
+            .get(Kind::RefreshToken, "family")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            row.version, CHECKPOINT_EVERY as i64,
+            "every write is in the file"
         );
         std::fs::remove_dir_all(&dir).unwrap();
     }
