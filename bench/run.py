@@ -235,6 +235,26 @@ def rotating_refresh(kg, seconds, rounds, tmp, limit):
     return paired_runs(one_run, limit, rounds)
 
 
+def provider_rss_with_families(binary, tmp, secs, servers):
+    """RSS of a provider whose database holds the cloned families (stack.sqlite_per_100k's copy)
+    and of one whose database holds a few, each after one login, a run of refresh grants and a
+    run of discovery."""
+    out = {}
+    for name, db in [("few", None), ("many", os.path.join(tmp, "families.db"))]:
+        if db:
+            shutil.copy(db, os.path.join(tmp, f"keygate-rss-{name}.db"))
+        kg = Keygate(binary, tmp, "RS256", name=f"rss-{name}")
+        servers.append(kg)
+        token, basic = refresh_token(kg)
+        body = urllib.parse.urlencode({"grant_type": "refresh_token", "refresh_token": token})
+        measured(kg, kg.issuer + "token", max(1, secs // 3), 8, tmp, post_lua(body, {"Authorization": basic}))
+        measured(kg, kg.issuer + ".well-known/openid-configuration", max(1, secs // 3), 32, tmp)
+        rows = stack.sqlite3.connect(kg.db).execute("SELECT count(*) FROM objects WHERE kind = 'refresh_token'").fetchone()[0]
+        out[name] = {"rss_bytes": rss_bytes(kg.proc.pid), "refresh_tokens": rows}
+        kg.stop()
+    return out
+
+
 def code_flow(client, server, seconds, smoke, name):
     """bench/codeflow.py's driver against `server` (CPU-seconds of its process, or `server.cpu()`).
     The smoke run fails on any failed flow; the full run records failures and reports them."""
@@ -353,6 +373,10 @@ def main():
         kg.stop()
         # Storage per 100k refresh-token families: the rows of the login above, cloned into a copy.
         results["sqlite_families"] = stack.sqlite_per_100k(servers[0].db, family, tmp, n_mem)
+        # The provider's resident memory with those families in its database, against the same
+        # provider with only its own few: the same login, refreshes and discovery on both.
+        if "error" not in results["sqlite_families"]:
+            results["provider_rss_families"] = provider_rss_with_families(binary, tmp, secs, servers)
         # Peer: oidc-provider 9 in node, RS256, refresh-token rotation off (one token replayed).
         op = stack.OidcProvider(tmp)
         servers.append(op)
@@ -476,6 +500,7 @@ def peers_section(r):
         row("auth check, every check reads Redis (`cache: false`)", a["auth_check_store"], "Apache mod_auth_openidc", a.get("mod_auth_openidc"))
     ac = a["auth_check"]
     sq, rd = r.get("sqlite_families") or {}, r.get("redis_sessions") or {}
+    rss = r.get("provider_rss_families") or {}
     shape = (rd.get("shape") or [{}])[0]
     fam = ", ".join(f"{x['kind']} ({x['data_bytes']} B of JSON)" for x in sq.get("rows_per_family", [])) or "n/a"
     lines += ["",
@@ -514,8 +539,28 @@ def peers_section(r):
               f"({fmt((sq.get('bytes_per_100k') or 0) / 100_000)} B each). The rows one login with `offline_access` added to the",
               f"  `objects` table ({fam}) cloned {sq.get('families_inserted', 'n/a'):,} times with fresh ids into a copy of the database (python",
               "  sqlite3, indexes included); the used authorization code (kept until it expires) and the login limiter's row are left out.",
+              *rss_lines(rss),
               ]
     return "\n".join(lines) + "\n"
+
+
+def rss_lines(rss):
+    few, many = rss.get("few"), rss.get("many")
+    if not few or not many:
+        return []
+    added = many["refresh_tokens"] - few["refresh_tokens"]
+    if added <= 0:
+        return []
+    per = (many["rss_bytes"] - few["rss_bytes"]) * 100_000 / added
+    lines = [f"- **Provider memory, per 100k refresh-token families:** {fmt(per / 1048576, 1)} MiB of resident memory"
+             + (", that is none measurable (the difference of two processes)." if abs(per) < 2 * 1048576 else "."),
+             f"  A provider on that copy ({fmt(many['refresh_tokens'])} refresh tokens) used {fmt(many['rss_bytes'] / 1048576, 1)} MiB, one on a",
+             f"  database with {fmt(few['refresh_tokens'])} used {fmt(few['rss_bytes'] / 1048576, 1)} MiB, each after one login, a run of refresh",
+             "  grants and a run of discovery."]
+    if abs(per) < 2 * 1048576:
+        lines += ["  The families stay in the file (and the kernel's page cache), not in the process; each SQLite connection",
+                  "  caches at most 2 MiB of pages (SQLite's default)."]
+    return lines
 
 
 def code_flow_bullet(r):
