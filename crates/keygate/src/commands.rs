@@ -98,6 +98,20 @@ async fn serve_provider(config: Config) -> Result<()> {
     for w in &config.warnings {
         tracing::warn!("{w}");
     }
+    if config.provider.metrics_listen.as_deref() == Some(config.provider.listen.as_str()) {
+        bail!(
+            "spec.metricsListen is the listen address ({}): give /metrics an address of its own, or leave it out",
+            config.provider.listen
+        );
+    }
+    // The certificate and key before anything else: a bad file must stop the start.
+    let tls = match &config.provider.tls {
+        Some(files) => Some(keygate_server::load_tls(files).map_err(|e| match e {
+            keygate_server::ServeError::Tls(m) => anyhow::anyhow!("spec.tls: {m}"),
+            e => anyhow::anyhow!("spec.tls: {e}"),
+        })?),
+        None => None,
+    };
     // Take the port first: a second instance must fail before it touches storage.
     let listener = tokio::net::TcpListener::bind(&config.provider.listen)
         .await
@@ -159,15 +173,9 @@ async fn serve_provider(config: Config) -> Result<()> {
             None => Ok(()),
         }
     };
-    let main = serve(
-        listener,
-        router(state.clone()),
-        settings.tls.as_ref(),
-        shutdown_signal(),
-    );
-    let (main, metrics) = tokio::join!(main, metrics);
-    main?;
-    metrics?;
+    let main = serve(listener, router(state.clone()), tls, shutdown_signal());
+    // Either server failing stops the other: no process that answers /metrics only.
+    tokio::try_join!(main, metrics)?;
     maintenance.abort();
     provider.store().close().await;
     tracing::info!("stopped");
@@ -220,6 +228,12 @@ async fn serve_authenticator(settings: keygate_config::AuthenticatorSettings) ->
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     for w in &settings.warnings {
         tracing::warn!("{w}");
+    }
+    if settings.metrics_listen.as_deref() == Some(settings.listen.as_str()) {
+        bail!(
+            "spec.metricsListen is the listen address ({}): give /metrics an address of its own, or leave it out",
+            settings.listen
+        );
     }
     let listener = tokio::net::TcpListener::bind(&settings.listen)
         .await
@@ -291,9 +305,7 @@ async fn serve_authenticator(settings: keygate_config::AuthenticatorSettings) ->
         None,
         shutdown_signal(),
     );
-    let (main, metrics) = tokio::join!(main, metrics);
-    main?;
-    metrics?;
+    tokio::try_join!(main, metrics)?;
     tracing::info!("stopped");
     Ok(())
 }
@@ -354,6 +366,12 @@ fn check_config(path: &std::path::Path) -> Result<()> {
         .map_err(anyhow::Error::msg)
         .context("cannot load the page templates")?;
     let storage = storage_status(&p.storage)?;
+    if p.metrics_listen.as_deref() == Some(p.listen.as_str()) {
+        bail!(
+            "spec.metricsListen is the listen address ({}): give /metrics an address of its own, or leave it out",
+            p.listen
+        );
+    }
     let files = config.sources.len();
     out!(
         "configuration OK ({files} file{})",
@@ -465,11 +483,14 @@ fn storage_status(s: &StorageConfig) -> Result<&'static str> {
     match s {
         StorageConfig::Memory => Ok(""),
         StorageConfig::Postgres { .. } => Ok(" (not contacted by check-config)"),
+        StorageConfig::Sqlite { path } if path.as_os_str().is_empty() => {
+            bail!("spec.storage.path is empty")
+        }
         StorageConfig::Sqlite { path } if path.exists() => {
             if !path.is_file() {
                 bail!("spec.storage.path: {} is not a file", path.display());
             }
-            std::fs::OpenOptions::new()
+            let mut file = std::fs::OpenOptions::new()
                 .read(true)
                 .write(true)
                 .open(path)
@@ -479,6 +500,16 @@ fn storage_status(s: &StorageConfig) -> Result<&'static str> {
                         path.display()
                     )
                 })?;
+            // An empty file is what `serve` creates before the schema: fine. Anything else must
+            // start with SQLite's header.
+            let mut head = [0u8; 16];
+            let n = file.read(&mut head).unwrap_or(0);
+            if n > 0 && head[..n] != b"SQLite format 3\0"[..n] {
+                bail!(
+                    "spec.storage.path: {} is not a SQLite database",
+                    path.display()
+                );
+            }
             Ok(" (exists)")
         }
         StorageConfig::Sqlite { path } => {

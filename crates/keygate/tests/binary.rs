@@ -319,6 +319,55 @@ async fn metrics_listen_serves_metrics_on_its_own_address_only() {
     server.stop();
 }
 
+/// A bad certificate stops `serve` before it reports itself running, also with a metrics
+/// address (which must not be left answering alone).
+#[test]
+fn serve_with_a_bad_certificate_exits_before_the_banner() {
+    let dir = temp_dir("bad-cert");
+    std::fs::write(dir.join("tls.crt"), "not a certificate").unwrap();
+    std::fs::write(dir.join("tls.key"), "not a key").unwrap();
+    let (port, metrics_port) = (free_port(), free_port());
+    let cfg = config(
+        &dir,
+        port,
+        "https",
+        &format!(
+            "  metricsListen: 127.0.0.1:{metrics_port}\n  tls: {{certFile: {0}/tls.crt, keyFile: {0}/tls.key}}\n",
+            dir.display()
+        ),
+    );
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > std::time::Duration::from_secs(20) {
+            child.kill().unwrap();
+            panic!("serve kept running with a bad certificate");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("spec.tls:") && err.contains("tls.crt"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("is running"),
+        "no banner before the failure: {err}"
+    );
+    assert!(!dir.join("keygate.db").exists(), "stopped before storage");
+}
+
 /// What `serve` reads only at start is read by check-config too: the TLS files, the templates,
 /// the database's place (and for the authenticator, its CA files).
 #[test]
@@ -370,6 +419,29 @@ fn check_config_reads_tls_templates_and_database_path() {
     assert!(
         !dir.join("keygate.db").exists(),
         "check-config creates nothing"
+    );
+
+    std::fs::write(dir.join("notes.db"), "not a database").unwrap();
+    let (code, _, err) = check(
+        "db-garbage.yaml",
+        provider(&format!(
+            "  storage: {{type: sqlite, path: {}}}\n",
+            dir.join("notes.db").display()
+        )),
+    );
+    assert_eq!(code, Some(1));
+    assert!(err.contains("notes.db is not a SQLite database"), "{err}");
+
+    let (code, _, err) = check(
+        "metrics-same.yaml",
+        provider(
+            "  listen: 127.0.0.1:5556\n  metricsListen: 127.0.0.1:5556\n  storage: {type: memory}\n",
+        ),
+    );
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("spec.metricsListen is the listen address"),
+        "{err}"
     );
 
     let (code, _, err) = check(

@@ -18,5 +18,5 @@ pub use build::{
 };
 pub use handlers::{metrics_router, router};
 pub use keygate_pages::Pages;
-pub use serve::{ServeError, check_tls, serve};
+pub use serve::{ServeError, check_tls, load_tls, serve};
 pub use state::AppState;

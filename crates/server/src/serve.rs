@@ -21,7 +21,9 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
 }
 
-fn load_tls(files: &TlsFiles) -> Result<rustls::ServerConfig, ServeError> {
+/// The TLS configuration from the certificate and key files; read at start, before the banner,
+/// so that a bad file stops the process before it reports itself running.
+pub fn load_tls(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, ServeError> {
     let read = |p: &Path| {
         std::fs::read(p).map_err(|e| ServeError::Tls(format!("cannot read {}: {e}", p.display())))
     };
@@ -47,9 +49,20 @@ fn load_tls(files: &TlsFiles) -> Result<rustls::ServerConfig, ServeError> {
     let mut config = rustls::ServerConfig::builder()
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .map_err(|e| ServeError::Tls(e.to_string()))?;
+        .map_err(|e| match e {
+            rustls::Error::InconsistentKeys(_) => ServeError::Tls(format!(
+                "the key {} does not belong to the certificate {}",
+                files.key_file.display(),
+                files.cert_file.display()
+            )),
+            e => ServeError::Tls(format!(
+                "{} and {}: {e}",
+                files.cert_file.display(),
+                files.key_file.display()
+            )),
+        })?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(config)
+    Ok(Arc::new(config))
 }
 
 /// Reads and parses the certificate and key as `serve` will (for `keygate check-config`); the
@@ -64,10 +77,10 @@ pub fn check_tls(files: &TlsFiles) -> Result<usize, ServeError> {
 pub async fn serve(
     listener: TcpListener,
     app: Router,
-    tls: Option<&TlsFiles>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let Some(files) = tls else {
+    let Some(tls) = tls else {
         axum::serve(
             listener,
             app.into_make_service_with_connect_info::<SocketAddr>(),
@@ -76,7 +89,7 @@ pub async fn serve(
         .await?;
         return Ok(());
     };
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(load_tls(files)?));
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
