@@ -470,10 +470,40 @@ fn check_config(path: &std::path::Path) -> Result<()> {
         keygate_oidc::KUBERNETES_CLIENT_ID
     ));
     out!("  built-in       {}", builtin.join(", "));
+    out!("  providers      {}", config.connectors.len());
+    for c in &config.connectors {
+        out!(
+            "    {} ({}) \"{}\"",
+            c.id,
+            connector_kind(&c.kind),
+            c.display_name
+        );
+    }
+    if let Some(dir) = &p.frontend.templates_dir {
+        for name in keygate_server::unknown_templates(dir) {
+            out!(
+                "warning: spec.frontend.templatesDir: {name} is not one of Keygate's templates and is not used"
+            );
+        }
+    }
     for w in &config.warnings {
         out!("warning: {w}");
     }
     Ok(())
+}
+
+/// How a DexProvider is described in check-config's summary.
+fn connector_kind(kind: &keygate_config::ConnectorKind) -> String {
+    use keygate_config::ConnectorKind as K;
+    match kind {
+        K::Ldap(_) => "LDAP".into(),
+        K::Oidc(o) if !o.send_nonce => format!("OIDC {}, sendNonce false", o.issuer),
+        K::Oidc(o) => format!("OIDC {}", o.issuer),
+        K::Github(_) => "GitHub".into(),
+        K::Gitlab(_) => "GitLab".into(),
+        K::Bitbucket(_) => "Bitbucket Cloud".into(),
+        K::Crowd(_) => "Crowd".into(),
+    }
 }
 
 /// Whether `serve` will find its database, without creating or changing it: an existing SQLite

@@ -473,6 +473,29 @@ fn check_config_reads_tls_templates_and_database_path() {
         "{err}"
     );
 
+    // A misspelt template is named; the DexProviders are listed.
+    let misspelt = dir.join("misspelt");
+    std::fs::create_dir_all(&misspelt).unwrap();
+    std::fs::write(misspelt.join("loginn.html"), "<p>hi</p>").unwrap();
+    let (code, out, err) = check(
+        "misspelt.yaml",
+        provider(&format!(
+            "  storage: {{type: memory}}\n  frontend: {{templatesDir: {}}}\n---\napiVersion: deckhouse.io/v1\nkind: DexProvider\nmetadata: {{name: corp}}\nspec:\n  type: OIDC\n  displayName: Corp SSO\n  oidc: {{issuer: https://sso.example.com, clientID: k, clientSecret: s, sendNonce: false}}\n",
+            misspelt.display()
+        )),
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains(
+            "warning: spec.frontend.templatesDir: loginn.html is not one of Keygate's templates"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("corp (OIDC https://sso.example.com, sendNonce false) \"Corp SSO\""),
+        "{out}"
+    );
+
     let (code, _, err) = check(
         "authn.yaml",
         format!(

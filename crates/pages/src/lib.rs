@@ -56,6 +56,21 @@ pub fn static_response(file: &str) -> Response {
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self' https: http:; img-src 'self' data: https: http:; \
                    frame-ancestors 'none'; base-uri 'none'";
 
+/// The `.html` files of a templates directory that replace none of the embedded templates (a
+/// misspelt name would otherwise be ignored without a word).
+pub fn unknown_templates(dir: &std::path::Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut unknown: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".html") && !EMBEDDED.iter().any(|(name, _)| name == n))
+        .collect();
+    unknown.sort();
+    unknown
+}
+
 pub struct Pages {
     env: Environment<'static>,
     globals: Value,

@@ -17,6 +17,6 @@ pub use build::{
     open_store,
 };
 pub use handlers::{metrics_router, router};
-pub use keygate_pages::Pages;
+pub use keygate_pages::{Pages, unknown_templates};
 pub use serve::{ServeError, check_tls, load_tls, serve};
 pub use state::AppState;
