@@ -475,6 +475,14 @@ pub fn load_authenticator(path: &Path) -> Result<AuthenticatorSettings, ConfigEr
         .map(|(i, p)| IpNet::parse(p).map_err(|e| doc.err(&format!("spec.trustedProxies[{i}]"), e)))
         .collect::<Result<_, _>>()?;
     let logging = crate::load::logging(doc, spec.logging)?;
+    for (field, value) in [
+        ("spec.listen", &spec.listen),
+        ("spec.metricsListen", &spec.metrics_listen),
+    ] {
+        if let Some(v) = value {
+            crate::net::host_port(v).map_err(|e| doc.err(field, e))?;
+        }
+    }
     Ok(AuthenticatorSettings {
         authenticator,
         listen: spec.listen.unwrap_or_else(|| "127.0.0.1:4180".into()),

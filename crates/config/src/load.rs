@@ -637,6 +637,14 @@ fn provider(
         }
     };
 
+    for (field, value) in [
+        ("spec.listen", &spec.listen),
+        ("spec.metricsListen", &spec.metrics_listen),
+    ] {
+        if let Some(v) = value {
+            crate::net::host_port(v).map_err(|e| doc.err(field, e))?;
+        }
+    }
     Ok(ProviderSettings {
         issuer,
         listen: spec.listen.unwrap_or_else(|| "127.0.0.1:5556".into()),

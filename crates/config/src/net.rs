@@ -166,3 +166,51 @@ mod tests {
         }
     }
 }
+
+/// Checks a listen address's form, `host:port` (`[v6]:port` for IPv6), so that a typo is a
+/// configuration error rather than a failure at start.
+pub(crate) fn host_port(value: &str) -> Result<(), String> {
+    let bad = || {
+        format!(
+            "{value:?}: expected host:port, for example 127.0.0.1:5556, 0.0.0.0:5556 or [::]:5556"
+        )
+    };
+    let (host, port) = value.rsplit_once(':').ok_or_else(bad)?;
+    let host_ok = !host.is_empty()
+        && !host.contains('/')
+        && (host.starts_with('[') == host.ends_with(']'))
+        && (host.starts_with('[') || !host.contains(':'));
+    if !host_ok || port.parse::<u16>().is_err() {
+        return Err(bad());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod listen_tests {
+    use super::host_port;
+
+    #[test]
+    fn listen_addresses_are_host_and_port() {
+        for good in [
+            "127.0.0.1:5556",
+            "0.0.0.0:0",
+            "[::]:5556",
+            "localhost:8080",
+            "[::1]:65535",
+        ] {
+            assert!(host_port(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "5556",
+            ":5556",
+            "127.0.0.1:99999",
+            "",
+            "http://127.0.0.1:5556/metrics",
+            "::1:5556",
+            "127.0.0.1:",
+        ] {
+            assert!(host_port(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -169,7 +169,7 @@ async fn serve_provider(config: Config) -> Result<()> {
     );
     let metrics = async {
         match metrics_listener {
-            Some(l) => serve(l, metrics_router(state.clone()), None, shutdown_signal()).await,
+            Some(l) => serve(l, metrics_router(state.clone()), None, signal_received()).await,
             None => Ok(()),
         }
     };
@@ -292,7 +292,7 @@ async fn serve_authenticator(settings: keygate_config::AuthenticatorSettings) ->
                     l,
                     keygate_authenticator::metrics_router(state.clone()),
                     None,
-                    shutdown_signal(),
+                    signal_received(),
                 )
                 .await
             }
@@ -310,7 +310,13 @@ async fn serve_authenticator(settings: keygate_config::AuthenticatorSettings) ->
     Ok(())
 }
 
+/// SIGINT or SIGTERM, logged once (the metrics server waits for it quietly).
 async fn shutdown_signal() {
+    signal_received().await;
+    tracing::info!("shutting down: no new connections, finishing requests in flight");
+}
+
+async fn signal_received() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -329,7 +335,6 @@ async fn shutdown_signal() {
         () = ctrl_c => {},
         () = term => {},
     }
-    tracing::info!("shutting down: no new connections, finishing requests in flight");
 }
 
 fn check_config(path: &std::path::Path) -> Result<()> {

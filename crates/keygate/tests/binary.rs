@@ -443,6 +443,17 @@ fn check_config_reads_tls_templates_and_database_path() {
         err.contains("spec.metricsListen is the listen address"),
         "{err}"
     );
+    let (code, _, err) = check(
+        "metrics-port-only.yaml",
+        provider("  metricsListen: \"5558\"\n  storage: {type: memory}\n"),
+    );
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains(
+            "document 1 (KeygateConfig): spec.metricsListen: \"5558\": expected host:port"
+        ),
+        "{err}"
+    );
 
     let (code, _, err) = check(
         "tls.yaml",

@@ -41,10 +41,18 @@ pub fn load_tls(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, ServeErro
     let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
         .map_err(|e| ServeError::Tls(format!("{}: {e}", files.key_file.display())))?
         .ok_or_else(|| {
-            ServeError::Tls(format!(
-                "{}: no private key found",
-                files.key_file.display()
-            ))
+            let text = String::from_utf8_lossy(&key_pem);
+            ServeError::Tls(
+                if text.contains("ENCRYPTED PRIVATE KEY") || text.contains("Proc-Type: 4,ENCRYPTED") {
+                    format!(
+                        "{}: the private key is encrypted; Keygate needs it unencrypted \
+                         (`openssl pkey -in KEY -out KEY.plain`, then restrict the file to Keygate's user)",
+                        files.key_file.display()
+                    )
+                } else {
+                    format!("{}: no private key found", files.key_file.display())
+                },
+            )
         })?;
     let mut config = rustls::ServerConfig::builder()
         .with_no_client_auth()
