@@ -604,6 +604,20 @@ fn check_authenticator_config(path: &std::path::Path) -> Result<()> {
             |u| format!("reverse proxy to {u}")
         )
     );
+    if let Some(m) = &a.metrics_listen {
+        out!("  metrics        http://{m}/metrics");
+    }
+    if let Some(ca) = &a.issuer_ca_file {
+        out!("  issuer CA      {}", ca.display());
+    }
+    if let Some(dir) = &a.frontend.templates_dir {
+        out!("  templates      {} (and the embedded ones)", dir.display());
+        for name in keygate_server::unknown_templates(dir) {
+            out!(
+                "warning: spec.frontend.templatesDir: {name} is not one of Keygate's templates and is not used"
+            );
+        }
+    }
     for w in &a.warnings {
         out!("warning: {w}");
     }

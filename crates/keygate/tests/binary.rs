@@ -247,7 +247,7 @@ fn check_config_names_file_document_and_field() {
     // A `keygate authenticator` configuration is checked too.
     let authn = |domain: &str| {
         format!(
-            "apiVersion: deckhouse.io/v1\nkind: DexAuthenticator\nmetadata: {{name: grafana, namespace: monitoring}}\nspec: {{applicationDomain: \"{domain}\", secret: s}}\n---\napiVersion: keygate.io/v1alpha1\nkind: AuthenticatorConfig\nspec:\n  issuer: http://127.0.0.1:5556/\n  cookieSecret: \"0123456789abcdef0123456789abcdef\"\n  sessionStore: {{type: redis, url: \"redis://:redis-pw@127.0.0.1:6379/0\"}}\n"
+            "apiVersion: deckhouse.io/v1\nkind: DexAuthenticator\nmetadata: {{name: grafana, namespace: monitoring}}\nspec: {{applicationDomain: \"{domain}\", secret: s}}\n---\napiVersion: keygate.io/v1alpha1\nkind: AuthenticatorConfig\nspec:\n  issuer: http://127.0.0.1:5556/\n  metricsListen: 127.0.0.1:9102\n  cookieSecret: \"0123456789abcdef0123456789abcdef\"\n  sessionStore: {{type: redis, url: \"redis://:redis-pw@127.0.0.1:6379/0\"}}\n"
         )
     };
     let path = dir.join("authn.yaml");
@@ -260,6 +260,10 @@ fn check_config_names_file_document_and_field() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{text}");
     assert!(text.contains("authenticator configuration OK"), "{text}");
+    assert!(
+        text.contains("metrics        http://127.0.0.1:9102/metrics"),
+        "{text}"
+    );
     assert!(
         text.contains("client         grafana-monitoring-dex-authenticator"),
         "{text}"
