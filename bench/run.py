@@ -656,27 +656,29 @@ def paired_limits_note(rs, es):
         for name, lims, per in runs) + "."
 
 
-def limit_ratio(res, lim, key):
-    """A figure against its in-process limit: the median of the run-by-run ratios when each run
-    was paired with a run of the micro-benchmark, else against the limit measured at the start."""
-    if not res:
-        return None
-    a, b = res.get("rounds_per_cpu_second"), res.get("rounds_limit")
+def median_ratio(a, b):
+    """The median of the ratios of runs made back to back (the machine's throughput can shift
+    between rounds, which a ratio of medians would mix up); None unless every run has both."""
     if a and b and len(a) == len(b) and all(a) and all(b):
         ratios = sorted(x / y for x, y in zip(a, b))
         return ratios[len(ratios) // 2]
-    return ratio(res.get("per_cpu_second"), lim.get(key))
+    return None
+
+
+def limit_ratio(res, lim, key):
+    """A figure against its in-process limit: run by run when each run was paired with a run of
+    the micro-benchmark, else against the limit measured at the start."""
+    if not res:
+        return None
+    by_run = median_ratio(res.get("rounds_per_cpu_second"), res.get("rounds_limit"))
+    return by_run if by_run is not None else ratio(res.get("per_cpu_second"), lim.get(key))
 
 
 def paired(rs, key):
-    """`key` against plain 200: the median of the ratios of runs made back to back (the machine's
-    throughput can shift between rounds, which a ratio of medians would mix up); the ratio of the
-    requests per second for results files without rounds."""
-    a, b = rs[key].get("rounds_per_cpu_second"), rs["plain_200"].get("rounds_per_cpu_second")
-    if a and b and len(a) == len(b) and all(a) and all(b):
-        ratios = sorted(x / y for x, y in zip(a, b))
-        return ratios[len(ratios) // 2]
-    return ratio(rs[key]["rps"], rs["plain_200"]["rps"])
+    """`key` against plain 200, run by run; the ratio of the requests per second for results
+    files without rounds."""
+    by_run = median_ratio(rs[key].get("rounds_per_cpu_second"), rs["plain_200"].get("rounds_per_cpu_second"))
+    return by_run if by_run is not None else ratio(rs[key]["rps"], rs["plain_200"]["rps"])
 
 
 def rotations_note(m):

@@ -121,24 +121,8 @@ impl OAuth2 {
         login: &UpstreamLogin<'_>,
         params: &std::collections::HashMap<String, String>,
     ) -> Result<Tokens, ConnectorError> {
-        if let Some(error) = params.get("error") {
-            return Err(ConnectorError::Refused(format!(
-                "{error}: {}",
-                params.get("error_description").map_or("", String::as_str)
-            )));
-        }
-        let code = params
-            .get("code")
-            .ok_or_else(|| ConnectorError::Refused("no code in the answer".into()))?;
         let verifier = self.pkce.then(|| self.pkce_verifier(login));
-        let mut form = vec![
-            ("grant_type", "authorization_code"),
-            ("code", code.as_str()),
-            ("redirect_uri", login.callback),
-        ];
-        if let Some(v) = &verifier {
-            form.push(("code_verifier", v));
-        }
+        let form = code_grant(params, login.callback, verifier.as_deref())?;
         let body = self.token(&form).await?;
         tokens_of(&body)
     }
@@ -241,4 +225,31 @@ pub fn str_of(v: &Value, key: &str) -> Option<String> {
         Value::Number(n) => Some(n.to_string()),
         _ => None,
     }
+}
+
+/// The token request for the provider's answer at the callback: its error, if it sent one, or
+/// its code, with the PKCE verifier when one was sent.
+pub(crate) fn code_grant<'a>(
+    params: &'a std::collections::HashMap<String, String>,
+    callback: &'a str,
+    verifier: Option<&'a str>,
+) -> Result<Vec<(&'a str, &'a str)>, ConnectorError> {
+    if let Some(error) = params.get("error") {
+        return Err(ConnectorError::Refused(format!(
+            "{error}: {}",
+            params.get("error_description").map_or("", String::as_str)
+        )));
+    }
+    let code = params
+        .get("code")
+        .ok_or_else(|| ConnectorError::Refused("no code in the answer".into()))?;
+    let mut form = vec![
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", callback),
+    ];
+    if let Some(v) = verifier {
+        form.push(("code_verifier", v));
+    }
+    Ok(form)
 }

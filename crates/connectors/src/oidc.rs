@@ -346,24 +346,8 @@ impl Connector for Oidc {
             }
             _ => {}
         }
-        if let Some(error) = params.get("error") {
-            return Err(ConnectorError::Refused(format!(
-                "{error}: {}",
-                params.get("error_description").map_or("", String::as_str)
-            )));
-        }
-        let code = params
-            .get("code")
-            .ok_or_else(|| ConnectorError::Refused("no code in the answer".into()))?;
         let verifier = d.pkce().then(|| self.pkce_verifier(login));
-        let mut form = vec![
-            ("grant_type", "authorization_code"),
-            ("code", code.as_str()),
-            ("redirect_uri", login.callback),
-        ];
-        if let Some(v) = &verifier {
-            form.push(("code_verifier", v));
-        }
+        let form = crate::oauth2::code_grant(params, login.callback, verifier.as_deref())?;
         let tokens = self.token(&form).await?;
         let identity = self.identity(&tokens, self.nonce(login).as_deref()).await?;
         Ok((

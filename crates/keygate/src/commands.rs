@@ -98,32 +98,20 @@ async fn serve_provider(config: Config) -> Result<()> {
     for w in &config.warnings {
         tracing::warn!("{w}");
     }
-    if config.provider.metrics_listen.as_deref() == Some(config.provider.listen.as_str()) {
-        bail!(
-            "spec.metricsListen is the listen address ({}): give /metrics an address of its own, or leave it out",
-            config.provider.listen
-        );
-    }
+    own_metrics_address(
+        &config.provider.listen,
+        config.provider.metrics_listen.as_deref(),
+    )?;
     // The certificate and key before anything else: a bad file must stop the start.
     let tls = match &config.provider.tls {
-        Some(files) => Some(keygate_server::load_tls(files).map_err(|e| match e {
-            keygate_server::ServeError::Tls(m) => anyhow::anyhow!("spec.tls: {m}"),
-            e => anyhow::anyhow!("spec.tls: {e}"),
-        })?),
+        Some(files) => Some(keygate_server::load_tls(files).map_err(tls_error)?),
         None => None,
     };
     // Take the port first: a second instance must fail before it touches storage.
     let listener = tokio::net::TcpListener::bind(&config.provider.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.provider.listen))?;
-    let metrics_listener = match &config.provider.metrics_listen {
-        Some(addr) => Some(
-            tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot listen on {addr} (spec.metricsListen)"))?,
-        ),
-        None => None,
-    };
+    let metrics_listener = bind_metrics(config.provider.metrics_listen.as_deref()).await?;
     let built = build_provider(&config, Arc::new(SystemClock))
         .await
         .context("cannot start the provider")?;
@@ -167,12 +155,7 @@ async fn serve_provider(config: Config) -> Result<()> {
         metrics_local,
         &built.generated_secrets,
     );
-    let metrics = async {
-        match metrics_listener {
-            Some(l) => serve(l, metrics_router(state.clone()), None, signal_received()).await,
-            None => Ok(()),
-        }
-    };
+    let metrics = serve_metrics(metrics_listener, metrics_router(state.clone()));
     let main = serve(listener, router(state.clone()), tls, shutdown_signal());
     // Either server failing stops the other: no process that answers /metrics only.
     tokio::try_join!(main, metrics)?;
@@ -229,12 +212,7 @@ async fn serve_authenticator(settings: keygate_config::AuthenticatorSettings) ->
     for w in &settings.warnings {
         tracing::warn!("{w}");
     }
-    if settings.metrics_listen.as_deref() == Some(settings.listen.as_str()) {
-        bail!(
-            "spec.metricsListen is the listen address ({}): give /metrics an address of its own, or leave it out",
-            settings.listen
-        );
-    }
+    own_metrics_address(&settings.listen, settings.metrics_listen.as_deref())?;
     let listener = tokio::net::TcpListener::bind(&settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
@@ -267,14 +245,7 @@ async fn serve_authenticator(settings: keygate_config::AuthenticatorSettings) ->
     if let Some(u) = &settings.upstream {
         lines.push(format!("  upstream    {u}  (reverse-proxy mode)"));
     }
-    let metrics_listener = match &settings.metrics_listen {
-        Some(addr) => Some(
-            tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot listen on {addr} (spec.metricsListen)"))?,
-        ),
-        None => None,
-    };
+    let metrics_listener = bind_metrics(settings.metrics_listen.as_deref()).await?;
     match &metrics_listener {
         Some(l) => lines.push(format!("  metrics     http://{}/metrics", l.local_addr()?)),
         None if settings.upstream.is_none() => {
@@ -285,20 +256,10 @@ async fn serve_authenticator(settings: keygate_config::AuthenticatorSettings) ->
     let state = keygate_authenticator::build_state(settings, Arc::new(SystemClock))
         .map_err(anyhow::Error::msg)?;
     eprintln!("\n{}\n", lines.join("\n"));
-    let metrics = async {
-        match metrics_listener {
-            Some(l) => {
-                serve(
-                    l,
-                    keygate_authenticator::metrics_router(state.clone()),
-                    None,
-                    signal_received(),
-                )
-                .await
-            }
-            None => Ok(()),
-        }
-    };
+    let metrics = serve_metrics(
+        metrics_listener,
+        keygate_authenticator::metrics_router(state.clone()),
+    );
     let main = serve(
         listener,
         keygate_authenticator::router(state.clone()),
@@ -308,6 +269,47 @@ async fn serve_authenticator(settings: keygate_config::AuthenticatorSettings) ->
     tokio::try_join!(main, metrics)?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// `spec.metricsListen` must differ from the listen address (`--listen` included).
+fn own_metrics_address(listen: &str, metrics: Option<&str>) -> Result<()> {
+    if metrics == Some(listen) {
+        bail!(
+            "spec.metricsListen is the listen address ({listen}): give /metrics an address of its own, or leave it out"
+        );
+    }
+    Ok(())
+}
+
+/// The `spec.metricsListen` socket, taken at start like the main one.
+async fn bind_metrics(addr: Option<&str>) -> Result<Option<tokio::net::TcpListener>> {
+    match addr {
+        Some(addr) => Ok(Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (spec.metricsListen)"))?,
+        )),
+        None => Ok(None),
+    }
+}
+
+/// The metrics server, if there is a metrics socket; it stops with the main one, quietly.
+async fn serve_metrics(
+    listener: Option<tokio::net::TcpListener>,
+    app: keygate_server::Router,
+) -> Result<(), keygate_server::ServeError> {
+    match listener {
+        Some(l) => serve(l, app, None, signal_received()).await,
+        None => Ok(()),
+    }
+}
+
+/// A certificate or key problem, named by its field.
+fn tls_error(e: keygate_server::ServeError) -> anyhow::Error {
+    match e {
+        keygate_server::ServeError::Tls(m) => anyhow::anyhow!("spec.tls: {m}"),
+        e => anyhow::anyhow!("spec.tls: {e}"),
+    }
 }
 
 /// SIGINT or SIGTERM, logged once (the metrics server waits for it quietly).
@@ -354,10 +356,7 @@ fn check_config(path: &std::path::Path) -> Result<()> {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let tls = match &p.tls {
         Some(files) => {
-            let chain = check_tls(files).map_err(|e| match e {
-                keygate_server::ServeError::Tls(m) => anyhow::anyhow!("spec.tls: {m}"),
-                e => anyhow::anyhow!("spec.tls: {e}"),
-            })?;
+            let chain = check_tls(files).map_err(tls_error)?;
             Some(format!(
                 "{} ({chain} certificate{}), key {}",
                 files.cert_file.display(),
@@ -371,12 +370,7 @@ fn check_config(path: &std::path::Path) -> Result<()> {
         .map_err(anyhow::Error::msg)
         .context("cannot load the page templates")?;
     let storage = storage_status(&p.storage)?;
-    if p.metrics_listen.as_deref() == Some(p.listen.as_str()) {
-        bail!(
-            "spec.metricsListen is the listen address ({}): give /metrics an address of its own, or leave it out",
-            p.listen
-        );
-    }
+    own_metrics_address(&p.listen, p.metrics_listen.as_deref())?;
     let files = config.sources.len();
     out!(
         "configuration OK ({files} file{})",

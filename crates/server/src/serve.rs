@@ -24,6 +24,17 @@ pub enum ServeError {
 /// The TLS configuration from the certificate and key files; read at start, before the banner,
 /// so that a bad file stops the process before it reports itself running.
 pub fn load_tls(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, ServeError> {
+    tls_config(files).map(|(config, _)| Arc::new(config))
+}
+
+/// Reads and parses the certificate and key as `serve` will (for `keygate check-config`); the
+/// number of certificates in the chain.
+pub fn check_tls(files: &TlsFiles) -> Result<usize, ServeError> {
+    tls_config(files).map(|(_, chain)| chain)
+}
+
+/// The configuration, and the length of the certificate chain it serves.
+fn tls_config(files: &TlsFiles) -> Result<(rustls::ServerConfig, usize), ServeError> {
     let read = |p: &Path| {
         std::fs::read(p).map_err(|e| ServeError::Tls(format!("cannot read {}: {e}", p.display())))
     };
@@ -32,7 +43,8 @@ pub fn load_tls(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, ServeErro
     let certs: Vec<_> = rustls_pemfile::certs(&mut cert_pem.as_slice())
         .collect::<Result<_, _>>()
         .map_err(|e| ServeError::Tls(format!("{}: {e}", files.cert_file.display())))?;
-    if certs.is_empty() {
+    let chain = certs.len();
+    if chain == 0 {
         return Err(ServeError::Tls(format!(
             "{}: no certificate found",
             files.cert_file.display()
@@ -70,15 +82,7 @@ pub fn load_tls(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, ServeErro
             )),
         })?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
-}
-
-/// Reads and parses the certificate and key as `serve` will (for `keygate check-config`); the
-/// number of certificates in the chain.
-pub fn check_tls(files: &TlsFiles) -> Result<usize, ServeError> {
-    load_tls(files)?;
-    let pem = std::fs::read(&files.cert_file)?;
-    Ok(rustls_pemfile::certs(&mut pem.as_slice()).count())
+    Ok((config, chain))
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then lets in-flight requests finish.

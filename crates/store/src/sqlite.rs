@@ -533,34 +533,50 @@ mod tests {
 
     use super::*;
 
+    /// A directory of this test's own and the path of a database in it (the test removes the
+    /// directory at its end).
+    fn scratch(name: &str) -> (std::path::PathBuf, String) {
+        let dir = std::env::temp_dir().join(format!("keygate-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("db.sqlite").to_str().unwrap().to_owned();
+        (dir, path)
+    }
+
+    /// The first call (on `request_thread`) finds the database busy; later calls must run
+    /// elsewhere, and run `then`.
+    fn busy_once<T>(
+        calls: Arc<AtomicUsize>,
+        request_thread: std::thread::ThreadId,
+        then: impl Fn(&Connection) -> rusqlite::Result<T>,
+    ) -> impl Fn(&Connection) -> rusqlite::Result<T> {
+        move |c| {
+            if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                assert_eq!(std::thread::current().id(), request_thread);
+                return Err(rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+                    None,
+                ));
+            }
+            assert_ne!(
+                std::thread::current().id(),
+                request_thread,
+                "retried elsewhere"
+            );
+            then(c)
+        }
+    }
+
     /// In WAL mode a reader finds the database busy only in rare moments (another connection
     /// recovering the WAL): the read is then retried on the blocking pool, where it may wait.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_busy_read_is_retried_off_the_request_thread() {
-        let dir = std::env::temp_dir().join(format!("keygate-busy-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let backend = SqliteBackend::open(dir.join("db.sqlite").to_str().unwrap())
-            .await
-            .unwrap();
+        let (dir, path) = scratch("busy");
+        let backend = SqliteBackend::open(&path).await.unwrap();
         let calls = Arc::new(AtomicUsize::new(0));
-        let request_thread = std::thread::current().id();
-        let seen = calls.clone();
         let answer = backend
-            .read(move |c| {
-                if seen.fetch_add(1, Ordering::SeqCst) == 0 {
-                    assert_eq!(std::thread::current().id(), request_thread);
-                    return Err(rusqlite::Error::SqliteFailure(
-                        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
-                        None,
-                    ));
-                }
-                assert_ne!(
-                    std::thread::current().id(),
-                    request_thread,
-                    "retried elsewhere"
-                );
+            .read(busy_once(calls.clone(), std::thread::current().id(), |c| {
                 c.query_row("SELECT 42", [], |r| r.get::<_, i64>(0))
-            })
+            }))
             .await
             .unwrap();
         assert_eq!(answer, 42);
@@ -577,33 +593,16 @@ mod tests {
     /// run again on the blocking pool; a duplicate key is `AlreadyExists` either way.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_busy_write_is_retried_off_the_request_thread() {
-        let dir = std::env::temp_dir().join(format!("keygate-busy-write-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let backend = SqliteBackend::open(dir.join("db.sqlite").to_str().unwrap())
-            .await
-            .unwrap();
+        let (dir, path) = scratch("busy-write");
+        let backend = SqliteBackend::open(&path).await.unwrap();
         let calls = Arc::new(AtomicUsize::new(0));
-        let request_thread = std::thread::current().id();
-        let seen = calls.clone();
         backend
-            .write(move |c| {
-                if seen.fetch_add(1, Ordering::SeqCst) == 0 {
-                    assert_eq!(std::thread::current().id(), request_thread);
-                    return Err(rusqlite::Error::SqliteFailure(
-                        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
-                        None,
-                    ));
-                }
-                assert_ne!(
-                    std::thread::current().id(),
-                    request_thread,
-                    "retried elsewhere"
-                );
+            .write(busy_once(calls.clone(), std::thread::current().id(), |c| {
                 c.execute(
                     "INSERT INTO objects (kind, id, version, data) VALUES ('t', 'a', 1, '')",
                     [],
                 )
-            })
+            }))
             .await
             .unwrap();
         assert_eq!(calls.load(Ordering::SeqCst), 2);
@@ -623,11 +622,9 @@ mod tests {
     /// writing is refused as busy at once and retried on the blocking pool, and no update is lost.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn two_backends_on_one_file_lose_no_update() {
-        let dir = std::env::temp_dir().join(format!("keygate-two-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("db.sqlite");
-        let a = Arc::new(SqliteBackend::open(path.to_str().unwrap()).await.unwrap());
-        let b = Arc::new(SqliteBackend::open(path.to_str().unwrap()).await.unwrap());
+        let (dir, path) = scratch("two");
+        let a = Arc::new(SqliteBackend::open(&path).await.unwrap());
+        let b = Arc::new(SqliteBackend::open(&path).await.unwrap());
         let record = Record {
             owner: None,
             expires_at: None,
@@ -685,10 +682,8 @@ mod tests {
     /// next request's: right after a checkpoint the WAL holds that one write.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_wal_is_checkpointed_and_restarted_off_the_request_threads() {
-        let dir = std::env::temp_dir().join(format!("keygate-wal-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("db.sqlite");
-        let backend = SqliteBackend::open(path.to_str().unwrap()).await.unwrap();
+        let (dir, path) = scratch("wal");
+        let backend = SqliteBackend::open(&path).await.unwrap();
         backend
             .create(Kind::RefreshToken, "family", &refresh_record(0))
             .await
@@ -726,10 +721,8 @@ mod tests {
     /// connection's close removes it), and refuses writes from then on.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn close_leaves_no_wal_and_refuses_later_writes() {
-        let dir = std::env::temp_dir().join(format!("keygate-close-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("db.sqlite");
-        let backend = SqliteBackend::open(path.to_str().unwrap()).await.unwrap();
+        let (dir, path) = scratch("close");
+        let backend = SqliteBackend::open(&path).await.unwrap();
         backend
             .create(Kind::RefreshToken, "family", &refresh_record(0))
             .await
@@ -752,7 +745,7 @@ mod tests {
         );
         let late = backend.delete(Kind::RefreshToken, "family").await;
         assert!(matches!(late, Err(StoreError::Backend(_))), "{late:?}");
-        let reopened = SqliteBackend::open(path.to_str().unwrap()).await.unwrap();
+        let reopened = SqliteBackend::open(&path).await.unwrap();
         let row = reopened
             .get(Kind::RefreshToken, "family")
             .await
@@ -769,9 +762,7 @@ mod tests {
     /// the end of a long WAL: the checkpoint then waits for it, and the WAL starts again.
     #[test]
     fn a_long_wal_gets_a_checkpoint_that_waits_for_readers() {
-        let dir = std::env::temp_dir().join(format!("keygate-wal-reader-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("db.sqlite");
+        let (dir, path) = scratch("wal-reader");
         let writer = Connection::open(&path).unwrap();
         writer
             .query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))
@@ -812,11 +803,9 @@ mod tests {
     /// stays bounded (unchecked, about 100 MB).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_wal_stays_bounded_with_two_writers_on_one_file() {
-        let dir = std::env::temp_dir().join(format!("keygate-wal-two-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("db.sqlite");
-        let a = Arc::new(SqliteBackend::open(path.to_str().unwrap()).await.unwrap());
-        let b = Arc::new(SqliteBackend::open(path.to_str().unwrap()).await.unwrap());
+        let (dir, path) = scratch("wal-two");
+        let a = Arc::new(SqliteBackend::open(&path).await.unwrap());
+        let b = Arc::new(SqliteBackend::open(&path).await.unwrap());
         let writer = |backend: Arc<SqliteBackend>, id: &'static str| {
             tokio::spawn(async move {
                 backend
